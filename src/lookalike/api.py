@@ -1,0 +1,114 @@
+"""HTTP API on the Faust web server.
+
+POST /search          an image (multipart field "image", or a raw image/* body) or JSON
+                      {"image_id": ..., "k": 10, "filter": {"category": ..., "seller_id": ...}}
+GET  /images/{id}     the indexed record of one image
+GET  /stats           indexed images per model version, dead letters, worker counters
+GET  /dead-letters    latest dead letters (?limit=N)
+GET  /health          liveness
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import faust
+from faust.web import Request, Response, View
+
+from .errors import ImageRejected
+from .search import SearchError, SearchRequest
+
+if TYPE_CHECKING:
+    from .streams.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _filters_from(mapping: Any) -> dict[str, Any]:
+    return {k: mapping[k] for k in ("category", "seller_id", "listing_id") if mapping.get(k)}
+
+
+async def parse_search_request(request: Any) -> SearchRequest:
+    """Build a SearchRequest from a multipart upload, a raw image body or a JSON body."""
+    content_type = request.content_type or ""
+    if content_type.startswith("multipart/"):
+        form = await request.post()
+        upload = form.get("image") or form.get("file")
+        if upload is None or not hasattr(upload, "file"):
+            raise SearchError("multipart search needs a file field named 'image'")
+        conditions = _filters_from(form)
+        return SearchRequest(
+            k=int(form.get("k", 10)), conditions=conditions, image_bytes=upload.file.read()
+        )
+    if content_type.startswith("image/") or content_type == "application/octet-stream":
+        body = await request.read()
+        query = request.query
+        return SearchRequest(
+            k=int(query.get("k", 10)), conditions=_filters_from(query), image_bytes=body
+        )
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except json.JSONDecodeError as exc:
+        raise SearchError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("image_id"), str):
+        raise SearchError('JSON search needs {"image_id": "...", "k": 10, "filter": {...}}')
+    conditions = body.get("filter") or {}
+    if not isinstance(conditions, dict):
+        raise SearchError("'filter' must be an object like {\"category\": \"shoes\"}")
+    return SearchRequest(k=int(body.get("k", 10)), conditions=conditions,
+                         image_id=body["image_id"])
+
+
+def register_views(app: faust.App, runtime: Runtime) -> None:
+    async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(runtime.api_executor, fn, *args)
+
+    def error(view: View, status: int, message: str) -> Response:
+        return view.json({"error": message}, status=status)
+
+    @app.page("/search")
+    class SearchView(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                search_request = await parse_search_request(request)
+                return self.json(await off_loop(runtime.search.search, search_request))
+            except SearchError as exc:
+                return error(self, exc.status, str(exc))
+            except ImageRejected as exc:
+                return error(self, 422, f"query image rejected: {exc.reason}")
+            except ValueError as exc:  # bad k, unknown filter field
+                return error(self, 400, str(exc))
+
+    @app.page("/images/{image_id}")
+    class ImageView(View):
+        async def get(self, request: Request, image_id: str) -> Response:
+            try:
+                return self.json(await off_loop(runtime.search.get_image, image_id))
+            except SearchError as exc:
+                return error(self, exc.status, str(exc))
+
+    @app.page("/stats")
+    class StatsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(await off_loop(runtime.stats))
+
+    @app.page("/dead-letters")
+    class DeadLettersView(View):
+        async def get(self, request: Request) -> Response:
+            limit = int(request.query.get("limit", 50))
+            return self.json({"dead_letters": await off_loop(runtime.ledger.latest, limit)})
+
+    @app.page("/health")
+    class HealthView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok", "encoder": runtime.encoder.version})
+
+    # aiohttp caps request bodies at 1 MiB by default; query images may be larger.
+    runtime_limit = runtime.settings.max_image_bytes + (1 << 20)
+    web_app = getattr(app.web, "web_app", None)
+    if web_app is not None and hasattr(web_app, "_client_max_size"):
+        web_app._client_max_size = runtime_limit

@@ -1,0 +1,242 @@
+"""The `lookalike` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from .errors import LookalikeError
+from .settings import Settings
+
+log = logging.getLogger("lookalike")
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None,
+    help="State directory [env LOOKALIKE_DATA_DIR; default ~/.local/share/lookalike].",
+)
+port_option = click.option(
+    "--port", type=int, default=None, help="HTTP API port [env LOOKALIKE_API_PORT; default 6066]."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lookalike")
+def main() -> None:
+    """lookalike: a streaming visual-search indexer.
+
+    Upload events flow from Kafka through Faust agents that embed each image and upsert it into
+    Qdrant; an HTTP API answers "what looks like this?". Settings come from LOOKALIKE_*
+    environment variables; flags override them.
+    """
+
+
+@main.command()
+@data_dir_option
+@port_option
+@click.option("--encoder", default=None, help="Encoder name [env LOOKALIKE_ENCODER].")
+def up(data_dir: Path | None, port: int | None, encoder: str | None) -> None:
+    """Run the stack in the foreground until Ctrl-C / SIGTERM.
+
+    Starts (or reuses) the local broker when LOOKALIKE_KAFKA_BOOTSTRAP is unset, opens Qdrant
+    (embedded on disk unless LOOKALIKE_QDRANT_URL is set), and runs the indexing worker and the
+    HTTP API on 127.0.0.1:PORT. On exit it stops the local broker it manages.
+    """
+    from .local_broker import start_local_broker, stop_local_broker
+    from .streams.worker import run_worker
+
+    settings = _settings(data_dir=data_dir, api_port=port, encoder=encoder)
+    _setup_logging(settings.log_level)
+    try:
+        managed_broker = settings.kafka_bootstrap is None
+        if managed_broker:
+            broker, _ = start_local_broker(settings)
+            bootstrap = broker.bootstrap
+        else:
+            bootstrap = settings.kafka_bootstrap or ""
+        try:
+            run_worker(settings, bootstrap)
+        finally:
+            if managed_broker:
+                stop_local_broker(settings)
+    except LookalikeError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@data_dir_option
+@port_option
+def worker(data_dir: Path | None, port: int | None) -> None:
+    """Run only the worker + API against an existing broker (never starts or stops one)."""
+    from .local_broker import resolve_bootstrap
+    from .streams.worker import run_worker
+
+    settings = _settings(data_dir=data_dir, api_port=port)
+    _setup_logging(settings.log_level)
+    try:
+        run_worker(settings, resolve_bootstrap(settings))
+    except LookalikeError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@data_dir_option
+def down(data_dir: Path | None) -> None:
+    """Stop a local broker left running under the data dir (e.g. after a killed `up`)."""
+    from .local_broker import stop_local_broker
+
+    settings = _settings(data_dir=data_dir)
+    click.echo("stopped the local broker" if stop_local_broker(settings) else "no local broker runs")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--category", default=None, help="Declared category for every image.")
+@click.option("--category-from-folder", is_flag=True,
+              help="Declared category = the name of each image's folder.")
+@click.option("--seller", "seller_id", default="cli-seller", show_default=True, help="Seller id.")
+@click.option("--source", "mode", type=click.Choice(["auto", "inline", "file"]), default="auto",
+              show_default=True,
+              help="inline: send bytes in the event; file: send a path under "
+              "LOOKALIKE_IMAGE_ROOT; auto: file when under the root, else inline.")
+@data_dir_option
+def publish(paths: tuple[str, ...], category: str | None, category_from_folder: bool,
+            seller_id: str, mode: str, data_dir: Path | None) -> None:
+    """Send one upload event per image file (folders are walked recursively).
+
+    A PATH that starts with http:// or https:// is sent as an image URL for the worker to fetch.
+    """
+    from tqdm import tqdm
+
+    from .local_broker import resolve_bootstrap
+    from .publish import UploadPublisher, event_for_file, event_for_url, iter_image_files
+
+    if not category and not category_from_folder:
+        _fail("give --category C or --category-from-folder")
+    settings = _settings(data_dir=data_dir)
+    _setup_logging("warning")
+    try:
+        urls = [p for p in paths if p.startswith(("http://", "https://"))]
+        files = list(iter_image_files(Path(p) for p in paths if p not in urls))
+        with UploadPublisher(settings, resolve_bootstrap(settings)) as publisher:
+            sent = 0
+            for url in urls:
+                publisher.publish(event_for_url(url, category=category or "unknown",
+                                                seller_id=seller_id))
+                sent += 1
+            for path in tqdm(files, desc="publishing", unit="img", disable=len(files) < 50):
+                cat = path.parent.name if category_from_folder else str(category)
+                publisher.publish(event_for_file(path, category=cat, seller_id=seller_id,
+                                                 image_root=settings.image_root, mode=mode))  # type: ignore[arg-type]
+                sent += 1
+            publisher.flush()
+    except LookalikeError as exc:
+        _fail(str(exc))
+    click.echo(f"sent {sent} upload events to {settings.uploads_topic}")
+
+
+def _api(settings: Settings) -> httpx.Client:
+    return httpx.Client(base_url=settings.base_api_url, timeout=60.0)
+
+
+def _call(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        with _api(settings) as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        _fail(f"cannot reach the lookalike API at {settings.base_api_url} ({exc}); is "
+              "`lookalike up` running? Set --port / LOOKALIKE_API_URL to where it listens.")
+    body = response.json()
+    if response.status_code >= 400:
+        _fail(f"{response.status_code}: {body.get('error', body)}")
+    return body
+
+
+@main.command()
+@click.argument("image_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                required=False)
+@click.option("--id", "image_id", default=None, help="Search by an indexed image id instead.")
+@click.option("--k", default=10, show_default=True, help="Number of results.")
+@click.option("--category", default=None, help="Only results of this category.")
+@click.option("--seller", "seller_id", default=None, help="Only results of this seller.")
+@port_option
+def search(image_file: Path | None, image_id: str | None, k: int, category: str | None,
+           seller_id: str | None, port: int | None) -> None:
+    """Find images that look like IMAGE_FILE (or like an indexed image, with --id)."""
+    settings = _settings(api_port=port)
+    filters = {key: v for key, v in (("category", category), ("seller_id", seller_id)) if v}
+    if image_file is not None:
+        files = {"image": (image_file.name, image_file.read_bytes(), "application/octet-stream")}
+        body = _call(settings, "POST", "/search", files=files, data={"k": str(k), **filters})
+    elif image_id is not None:
+        body = _call(settings, "POST", "/search",
+                     json={"image_id": image_id, "k": k, "filter": filters})
+    else:
+        _fail("give an IMAGE_FILE or --id IMAGE_ID")
+    _print_json(body)
+
+
+@main.command()
+@port_option
+def stats(port: int | None) -> None:
+    """Indexed images per model version, dead letters and worker counters (from the API)."""
+    _print_json(_call(_settings(api_port=port), "GET", "/stats"))
+
+
+@main.command("dead-letters")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--from-topic", is_flag=True,
+              help="Read every record of the dead-letter topic from Kafka instead of the API.")
+@port_option
+@data_dir_option
+def dead_letters(limit: int, from_topic: bool, port: int | None, data_dir: Path | None) -> None:
+    """The latest dead letters with their reasons and stages."""
+    settings = _settings(api_port=port, data_dir=data_dir)
+    if not from_topic:
+        _print_json(_call(settings, "GET", "/dead-letters", params={"limit": limit}))
+        return
+    from .local_broker import resolve_bootstrap
+    from .topic_reader import read_topic
+
+    try:
+        records = read_topic(resolve_bootstrap(settings), settings.dead_letters_topic)
+    except LookalikeError as exc:
+        _fail(str(exc))
+    _print_json([json.loads(r.value) for r in records if r.value])
+
+
+@main.command()
+@click.argument("image_id")
+@port_option
+def show(image_id: str, port: int | None) -> None:
+    """The indexed record of one image."""
+    _print_json(_call(_settings(api_port=port), "GET", f"/images/{image_id}"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

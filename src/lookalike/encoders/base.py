@@ -1,0 +1,107 @@
+"""The encoder seam: what every image encoder provides to the pipeline.
+
+An encoder owns its preprocessing (so a version id can pin it), turns decoded RGB images into
+L2-normalised float32 vectors, and names itself with a *model version id* derived from
+model name + weights digest + preprocessing. That id is stored with every indexed point and
+names the Qdrant collection, so vectors of different models never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the short side to ``resize``, centre-crop ``crop``, scale to [0,1], normalise."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    def digest(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> normalised CHW float tensor."""
+        mode = TF.InterpolationMode(self.interpolation)
+        image = TF.resize(image, [self.resize], interpolation=mode, antialias=True)
+        image = TF.center_crop(image, [self.crop, self.crop])
+        tensor = TF.pil_to_tensor(image).float().div_(255.0)
+        return TF.normalize(tensor, list(self.mean), list(self.std))
+
+
+def file_digest(path: Path, length: int = 8) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()[:length]
+
+
+def model_version_id(name: str, weights_digest: str, preprocessing: Preprocessing) -> str:
+    """E.g. ``efficientnet-lite0-w57934424-p1f2e3d4c``: safe as a Qdrant collection name."""
+    return f"{name}-w{weights_digest}-p{preprocessing.digest()}"
+
+
+class Encoder(ABC):
+    """Base class. Subclasses build ``self.model`` (a module mapping NCHW -> N x dim)."""
+
+    name: str
+    dim: int
+    version: str
+    preprocessing: Preprocessing
+    device: torch.device
+
+    def __init__(self) -> None:
+        # One model, many callers (agent batches, search queries): serialise forward passes.
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """NCHW normalised batch on self.device -> N x dim features (not yet normalised)."""
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.preprocessing(image)
+
+    def embed_tensors(self, tensors: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
+        """Preprocessed CHW tensors -> (N, dim) float32, L2-normalised. Blocking: run off-loop."""
+        if isinstance(tensors, torch.Tensor):
+            batch = tensors
+        else:
+            if not tensors:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            batch = torch.stack(list(tensors))
+        with self._lock, torch.inference_mode():
+            batch = batch.to(self.device, non_blocking=True).contiguous(
+                memory_format=torch.channels_last
+            )
+            features = self.forward_features(batch).float()
+            features = torch.nn.functional.normalize(features, dim=1)
+            return features.cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.embed_tensors([self.preprocess(image) for image in images])
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "version": self.version,
+            "device": str(self.device),
+            "preprocessing": asdict(self.preprocessing),
+        }

@@ -1,0 +1,136 @@
+"""Wire format: pydantic v2 models for the JSON events on the topics.
+
+Every event carries ``schema_version`` so consumers can reject (dead-letter) what they don't
+understand instead of guessing. Keys on the uploads topic are image ids, so all events for one
+image land on one partition, in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_serializer, field_validator
+
+from .errors import InvalidEvent
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UrlSource(_Model):
+    """The image is downloaded (httpx) from an http(s) URL."""
+
+    kind: Literal["url"] = "url"
+    url: HttpUrl
+
+    def reference(self) -> str:
+        return str(self.url)
+
+
+class InlineSource(_Model):
+    """The image bytes travel inside the event, base64-encoded."""
+
+    kind: Literal["inline"] = "inline"
+    data: bytes = Field(description="Image bytes; base64 in JSON.")
+
+    @field_serializer("data", when_used="json")
+    def _b64(self, data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _unb64(cls, value: Any) -> Any:
+        # JSON carries base64 text; Python callers may pass the raw bytes directly.
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"image.data is not valid base64 ({exc})") from None
+        return value
+
+    def reference(self) -> str:
+        return "inline:sha256:" + hashlib.sha256(self.data).hexdigest()
+
+
+class FileSource(_Model):
+    """The image is a file under the worker's configured image root (LOOKALIKE_IMAGE_ROOT)."""
+
+    kind: Literal["file"] = "file"
+    path: str
+
+    def reference(self) -> str:
+        return "file:" + self.path
+
+
+ImageSource = Annotated[UrlSource | InlineSource | FileSource, Field(discriminator="kind")]
+
+
+class ImageUploaded(_Model):
+    """A seller uploaded (or replaced) a listing image."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["image_uploaded"] = "image_uploaded"
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=200)
+    image_id: str = Field(min_length=1, max_length=200)
+    listing_id: str = Field(min_length=1, max_length=200)
+    seller_id: str = Field(min_length=1, max_length=200)
+    category: str = Field(min_length=1, max_length=200, description="Declared by the seller.")
+    occurred_at: datetime = Field(default_factory=utcnow)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    image: ImageSource
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+class DeadLetter(_Model):
+    """An input the worker could not process, with why and where it failed."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["dead_letter"] = "dead_letter"
+    reason: str
+    stage: str
+    error_type: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    event_id: str | None = None
+    image_id: str | None = None
+    payload: str = Field(description="The original message value: UTF-8 text, else base64.")
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    failed_at: datetime = Field(default_factory=utcnow)
+
+    @staticmethod
+    def encode_payload(raw: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
+        try:
+            return raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def parse_upload(raw: bytes | str) -> ImageUploaded:
+    """Parse one message value from the uploads topic, or raise :class:`InvalidEvent`."""
+    try:
+        return ImageUploaded.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        if any(err["type"] == "json_invalid" for err in exc.errors()):
+            raise InvalidEvent(f"malformed JSON: {problems}", stage="parse") from None
+        raise InvalidEvent(
+            f"event does not match the ImageUploaded schema: {problems}", stage="validate"
+        ) from None

@@ -1,0 +1,92 @@
+"""Search logic behind the HTTP API: "what looks like this?" by image bytes or by image id.
+
+Blocking (decode, inference, Qdrant): the API runs these calls in an executor.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .consumers.qdrant_index import QdrantIndex
+from .encoders.base import Encoder
+from .errors import LookalikeError
+from .images import decode_image
+
+
+class SearchError(LookalikeError):
+    """A search request that cannot be answered; ``status`` is the HTTP status to return."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    k: int = 10
+    conditions: Mapping[str, Any] | None = None
+    image_id: str | None = None
+    image_bytes: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.image_id is None) == (self.image_bytes is None):
+            raise SearchError("give exactly one of: an image file, or a JSON body with image_id")
+        if not 1 <= self.k <= 1000:
+            raise SearchError("k must be between 1 and 1000")
+
+
+class SearchService:
+    def __init__(self, encoder: Encoder, index: QdrantIndex, max_pixels: int) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.max_pixels = max_pixels
+
+    def serving_version(self) -> str:
+        version = self.index.serving_version()
+        if version is None:
+            raise SearchError("nothing is indexed yet: no serving model version", status=503)
+        if version != self.encoder.version:
+            raise SearchError(
+                f"the serving model version is {version} but this worker runs encoder "
+                f"{self.encoder.version}; run a worker with that encoder",
+                status=503,
+            )
+        return version
+
+    def search(self, request: SearchRequest) -> dict[str, Any]:
+        version = self.serving_version()
+        query: dict[str, Any]
+        exclude: list[str] = []
+        if request.image_bytes is not None:
+            image = decode_image(
+                request.image_bytes,
+                max_pixels=self.max_pixels,
+                target_size=self.encoder.preprocessing.resize,
+            )
+            vector = self.encoder.embed_images([image])[0]
+            query = {"type": "image"}
+        else:
+            assert request.image_id is not None
+            record = self.index.get(version, request.image_id, with_vector=True)
+            if record is None:
+                raise SearchError(f"image {request.image_id!r} is not in the index", status=404)
+            vector = record["vector"]
+            exclude = [request.image_id]  # "more like this" should not answer with itself
+            query = {"type": "image_id", "image_id": request.image_id}
+        hits = self.index.search(version, vector, request.k, request.conditions, exclude)
+        return {
+            "search_id": uuid.uuid4().hex,
+            "model_version": version,
+            "query": {**query, "k": request.k, "filter": dict(request.conditions or {})},
+            "results": [hit.as_json() | {"rank": rank} for rank, hit in enumerate(hits, 1)],
+        }
+
+    def get_image(self, image_id: str) -> dict[str, Any]:
+        version = self.serving_version()
+        record = self.index.get(version, image_id)
+        if record is None:
+            raise SearchError(f"image {image_id!r} is not in the index", status=404)
+        return record

@@ -1,0 +1,133 @@
+"""Settings, read from ``LOOKALIKE_*`` environment variables (CLI flags override them).
+
+The same code runs against the embedded defaults (local Tansu broker, Qdrant on disk) and a real
+deployment (Kafka cluster, Qdrant server): only these settings change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "lookalike"
+
+
+class Settings(BaseSettings):
+    """All runtime settings. Field ``foo_bar`` is read from ``LOOKALIKE_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOKALIKE_", extra="ignore")
+
+    # --- storage -----------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Local state: embedded Qdrant, local broker address, dead-letter ledger.",
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers, e.g. 'kafka1:9092,kafka2:9092'. "
+        "Unset: `lookalike up` starts a local broker on loopback.",
+    )
+    broker_port: int = Field(
+        default=0, description="Port of the local broker started by `lookalike up` (0: any free port)."
+    )
+    topic_prefix: str = Field(default="lookalike", description="Prefix of every topic name.")
+    topic_partitions: int = Field(default=4, ge=1, description="Partitions of the topics we create.")
+    app_id: str = Field(default="lookalike", description="Faust app id (= Kafka consumer group).")
+    rebalance_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds the consumer group waits for members to (re)join. Worker start-up "
+        "waits about this long; raise it on a large real cluster.",
+    )
+    session_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds before a silent worker is dropped from the group."
+    )
+
+    # --- Qdrant ------------------------------------------------------------------------------
+    qdrant_url: str | None = Field(
+        default=None, description="Qdrant server URL. Unset: embedded Qdrant under the data dir."
+    )
+    qdrant_api_key: str | None = Field(default=None, description="Qdrant API key (server only).")
+    collection_prefix: str = Field(
+        default="lookalike", description="Prefix of Qdrant collections and the serving alias."
+    )
+
+    # --- encoder and batching ----------------------------------------------------------------
+    encoder: str = Field(default="efficientnet-lite0", description="Encoder name.")
+    device: str = Field(default="auto", description="Torch device: auto, cpu, cuda, cuda:N.")
+    batch_size: int = Field(default=32, ge=1, description="Images per micro-batch.")
+    batch_max_wait: float = Field(
+        default=0.5, gt=0, description="Seconds to wait for a micro-batch to fill."
+    )
+    decode_threads: int = Field(default=4, ge=1, description="Threads fetching and decoding.")
+
+    # --- input safety --------------------------------------------------------------------------
+    image_root: Path | None = Field(
+        default=None,
+        description="Directory under which file-path image references are allowed. "
+        "Unset: file references are rejected (publish sends the bytes inline).",
+    )
+    fetch_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds allowed to download one image URL, in total."
+    )
+    max_image_bytes: int = Field(default=20_000_000, ge=1, description="Largest accepted image.")
+    max_image_pixels: int = Field(
+        default=50_000_000, ge=1, description="Largest accepted width*height (decompression bombs)."
+    )
+
+    # --- HTTP API ------------------------------------------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="Interface the HTTP API binds to.")
+    api_port: int = Field(default=6066, ge=1, le=65535, description="Port of the HTTP API.")
+    api_url: str | None = Field(
+        default=None,
+        description="Base URL the CLI talks to. Unset: http://{api_host}:{api_port}.",
+    )
+
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @field_validator("data_dir", "image_root", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    # --- derived names -------------------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical topic ('uploads', 'dead-letters', ...)."""
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def uploads_topic(self) -> str:
+        return self.topic("uploads")
+
+    @property
+    def dead_letters_topic(self) -> str:
+        return self.topic("dead-letters")
+
+    @property
+    def serving_alias(self) -> str:
+        return f"{self.collection_prefix}-serving"
+
+    @property
+    def base_api_url(self) -> str:
+        return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def broker_file(self) -> Path:
+        """Where `lookalike up` records the local broker it started (pid, address)."""
+        return self.data_dir / "broker.json"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.data_dir / "ledger.sqlite"

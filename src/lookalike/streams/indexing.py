@@ -1,0 +1,179 @@
+"""The indexing step of the pipeline, independent of Faust so it can be tested on its own.
+
+``IndexingPipeline.process`` takes a micro-batch of raw upload messages and, blocking (it is
+run in an executor, never on the event loop): parses each event, fetches and decodes its image
+in a thread pool, embeds the good ones in one forward pass, and upserts them into every target
+model version. Bad inputs come back as dead letters; infrastructure failures (Qdrant down)
+raise, so the caller retries and the offsets stay uncommitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import torch
+
+from ..consumers.qdrant_index import IndexPoint, QdrantIndex
+from ..encoders.base import Encoder
+from ..errors import ImageRejected
+from ..events import DeadLetter, ImageUploaded, parse_upload
+from ..images import ImageFetcher, decode_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One message value and where it came from (for dead letters and logs)."""
+
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class _Prepared:
+    message: InboundMessage
+    event: ImageUploaded
+    tensor: torch.Tensor
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass
+class BatchResult:
+    indexed: list[str] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def dead_letter_for(
+    message: InboundMessage, error: Exception, event: ImageUploaded | None = None
+) -> DeadLetter:
+    stage = error.stage if isinstance(error, ImageRejected) else "embed"
+    reason = error.reason if isinstance(error, ImageRejected) else f"{type(error).__name__}: {error}"
+    payload, encoding = DeadLetter.encode_payload(message.value)
+    return DeadLetter(
+        reason=reason,
+        stage=stage,
+        error_type=type(error).__name__,
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+        event_id=event.event_id if event else None,
+        image_id=event.image_id if event else None,
+        payload=payload,
+        payload_encoding=encoding,
+    )
+
+
+class IndexingPipeline:
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: QdrantIndex,
+        fetcher: ImageFetcher,
+        *,
+        max_pixels: int,
+        decode_threads: int = 4,
+        versions: Sequence[str] | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.fetcher = fetcher
+        self.max_pixels = max_pixels
+        # Model versions every upload is written to (the rollout issue adds a candidate here).
+        self.versions = list(versions or [encoder.version])
+        self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self._decode_pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- stages ------------------------------------------------------------------------------
+    def _prepare(self, message: InboundMessage) -> _Prepared | DeadLetter:
+        event: ImageUploaded | None = None
+        try:
+            event = parse_upload(message.value)
+            data = self.fetcher.fetch(event.image)
+            image = decode_image(
+                data, max_pixels=self.max_pixels, target_size=self.encoder.preprocessing.resize
+            )
+            width, height = image.size
+            tensor = self.encoder.preprocess(image)
+            return _Prepared(
+                message, event, tensor, width, height, hashlib.sha256(data).hexdigest()
+            )
+        except ImageRejected as exc:
+            return dead_letter_for(message, exc, event)
+        except Exception as exc:  # a bug or an image that breaks a library: never stop the worker
+            log.exception("unexpected error preparing %s:%s@%s", message.topic,
+                          message.partition, message.offset)
+            rejected = ImageRejected(f"unexpected {type(exc).__name__}: {exc}", stage="decode")
+            return dead_letter_for(message, rejected, event)
+
+    def _embed(self, prepared: list[_Prepared]) -> tuple[list[_Prepared], list, list[DeadLetter]]:
+        try:
+            vectors = self.encoder.embed_tensors([p.tensor for p in prepared])
+            return prepared, list(vectors), []
+        except Exception:
+            if len(prepared) == 1:
+                raise
+            log.exception("batch embedding failed; retrying images one by one")
+        kept, vectors, letters = [], [], []
+        for item in prepared:
+            try:
+                vectors.append(self.encoder.embed_tensors([item.tensor])[0])
+                kept.append(item)
+            except Exception as exc:  # this image alone breaks the model
+                letters.append(dead_letter_for(item.message, ImageRejected(
+                    f"embedding failed: {type(exc).__name__}: {exc}", stage="embed"), item.event))
+        return kept, vectors, letters
+
+    def process(self, messages: Sequence[InboundMessage]) -> BatchResult:
+        """Blocking: run in an executor."""
+        result = BatchResult()
+        prepared: list[_Prepared] = []
+        for outcome in self._decode_pool.map(self._prepare, messages):
+            if isinstance(outcome, DeadLetter):
+                result.dead_letters.append(outcome)
+            else:
+                prepared.append(outcome)
+        if not prepared:
+            return result
+        kept, vectors, letters = self._embed(prepared)
+        result.dead_letters.extend(letters)
+        now = datetime.now(UTC).isoformat()
+        for version in self.versions:
+            points = [
+                IndexPoint(item.event.image_id, vector, self._payload(item, version, now))
+                for item, vector in zip(kept, vectors, strict=True)
+            ]
+            self.index.upsert(version, points)  # raises on infrastructure failure: caller retries
+        result.indexed.extend(item.event.image_id for item in kept)
+        return result
+
+    @staticmethod
+    def _payload(item: _Prepared, version: str, indexed_at: str) -> dict:
+        event = item.event
+        return {
+            "image_id": event.image_id,
+            "listing_id": event.listing_id,
+            "seller_id": event.seller_id,
+            "category": event.category,
+            "attributes": event.attributes,
+            "source": event.image.reference(),
+            "source_kind": event.image.kind,
+            "content_sha256": item.sha256,
+            "width": item.width,
+            "height": item.height,
+            "event_id": event.event_id,
+            "model_version": version,
+            "occurred_at": event.occurred_at.isoformat(),
+            "indexed_at": indexed_at,
+        }

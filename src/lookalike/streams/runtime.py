@@ -1,0 +1,106 @@
+"""Everything one worker process holds: encoder, index, fetcher, dead-letter ledger, counters.
+
+Opened once before the Faust worker starts, closed after it stops. The executors keep blocking
+work (inference, Qdrant, SQLite) off the event loop so Faust keeps heart-beating and committing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..consumers import DeadLetterLedger, QdrantIndex
+from ..encoders import Encoder, load_encoder
+from ..errors import ConfigurationError
+from ..images import ImageFetcher
+from ..search import SearchService
+from ..settings import Settings
+from .indexing import IndexingPipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    """Since this worker process started (durable totals come from Qdrant and the ledger)."""
+
+    started_at: float = field(default_factory=time.time)
+    events_consumed: int = 0
+    images_indexed: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    last_batch_seconds: float = 0.0
+
+
+def open_index(settings: Settings) -> QdrantIndex:
+    try:
+        return QdrantIndex.from_settings(settings)
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise ConfigurationError(
+                f"{settings.qdrant_path} is open in another process (embedded Qdrant allows one): "
+                "stop the other lookalike worker, or give this one another --data-dir"
+            ) from None
+        raise
+
+
+class Runtime:
+    def __init__(self, settings: Settings, encoder: Encoder | None = None) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.encoder = encoder or load_encoder(settings.encoder, settings.device)
+        log.info("encoder %s (%d dims) on %s", self.encoder.version, self.encoder.dim,
+                 self.encoder.device)
+        self.index = open_index(settings)
+        self.index.ensure_collection(self.encoder.version, self.encoder.dim)
+        serving = self.index.serving_version()
+        if serving is None:
+            self.index.set_serving(self.encoder.version)
+        elif serving != self.encoder.version:
+            log.warning(
+                "serving version is %s but this worker writes %s: searches will fail until a "
+                "worker with the serving encoder runs", serving, self.encoder.version,
+            )
+        self.fetcher = ImageFetcher.from_settings(settings)
+        self.ledger = DeadLetterLedger(settings.ledger_path)
+        self.pipeline = IndexingPipeline(
+            self.encoder,
+            self.index,
+            self.fetcher,
+            max_pixels=settings.max_image_pixels,
+            decode_threads=settings.decode_threads,
+        )
+        self.search = SearchService(self.encoder, self.index, settings.max_image_pixels)
+        # One thread runs indexing batches (they parallelise inside); one serves API requests so
+        # a search does not wait for a whole batch to finish decoding.
+        self.batch_executor = ThreadPoolExecutor(1, thread_name_prefix="index-batch")
+        self.api_executor = ThreadPoolExecutor(2, thread_name_prefix="api")
+        self.counters = Counters()
+
+    def stats(self) -> dict[str, object]:
+        """Blocking (Qdrant counts): run in an executor."""
+        return {
+            "serving_version": self.index.serving_version(),
+            "encoder": self.encoder.describe(),
+            "indexed": {v: self.index.count(v) for v in self.index.versions()},
+            "dead_letters": self.ledger.count(),
+            "dead_letters_by_stage": self.ledger.count_by_stage(),
+            "worker": {
+                "uptime_seconds": round(time.time() - self.counters.started_at, 1),
+                "events_consumed": self.counters.events_consumed,
+                "images_indexed": self.counters.images_indexed,
+                "dead_letters": self.counters.dead_letters,
+                "batches": self.counters.batches,
+                "last_batch_seconds": round(self.counters.last_batch_seconds, 3),
+            },
+        }
+
+    def close(self) -> None:
+        self.batch_executor.shutdown(wait=True)
+        self.api_executor.shutdown(wait=True)
+        self.pipeline.close()
+        self.fetcher.close()
+        self.ledger.close()
+        self.index.close()

@@ -1,0 +1,16 @@
+"""Topic names, all under one prefix (LOOKALIKE_TOPIC_PREFIX).
+
+uploads       ImageUploaded events, keyed by image id (so one image's events stay ordered)
+dead-letters  DeadLetter records: the original payload, the reason and the failing stage
+"""
+
+from __future__ import annotations
+
+from ..settings import Settings
+
+UPLOADS = "uploads"
+DEAD_LETTERS = "dead-letters"
+
+
+def topic_names(settings: Settings) -> dict[str, str]:
+    return {name: settings.topic(name) for name in (UPLOADS, DEAD_LETTERS)}
