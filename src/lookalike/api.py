@@ -58,9 +58,8 @@ async def parse_search_request(request: Any) -> SearchRequest:
         raise SearchError('JSON search needs {"image_id": "...", "k": 10, "filter": {...}}')
     conditions = body.get("filter") or {}
     if not isinstance(conditions, dict):
-        raise SearchError("'filter' must be an object like {\"category\": \"shoes\"}")
-    return SearchRequest(k=int(body.get("k", 10)), conditions=conditions,
-                         image_id=body["image_id"])
+        raise SearchError('\'filter\' must be an object like {"category": "shoes"}')
+    return SearchRequest(k=int(body.get("k", 10)), conditions=conditions, image_id=body["image_id"])
 
 
 def register_views(app: faust.App, runtime: Runtime) -> None:

@@ -37,7 +37,9 @@ def _print_json(obj: Any) -> None:
 
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=None,
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
     help="State directory [env LOOKALIKE_DATA_DIR; default ~/.local/share/lookalike].",
 )
 port_option = click.option(
@@ -60,7 +62,17 @@ def main() -> None:
 @data_dir_option
 @port_option
 @click.option("--encoder", default=None, help="Encoder name [env LOOKALIKE_ENCODER].")
-def up(data_dir: Path | None, port: int | None, encoder: str | None) -> None:
+@click.option(
+    "--index",
+    "index_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Also publish the images under this folder (category = folder name) once the "
+    "broker is up. Repeatable.",
+)
+def up(
+    data_dir: Path | None, port: int | None, encoder: str | None, index_paths: tuple[Path, ...]
+) -> None:
     """Run the stack in the foreground until Ctrl-C / SIGTERM.
 
     Starts (or reuses) the local broker when LOOKALIKE_KAFKA_BOOTSTRAP is unset, opens Qdrant
@@ -80,6 +92,13 @@ def up(data_dir: Path | None, port: int | None, encoder: str | None) -> None:
         else:
             bootstrap = settings.kafka_bootstrap or ""
         try:
+            if index_paths:
+                sent = _publish_files(
+                    settings, bootstrap, list(index_paths), None, True, "cli-seller", "auto"
+                )
+                log.info(
+                    "published %d upload events from %s", sent, ", ".join(map(str, index_paths))
+                )
             run_worker(settings, bootstrap)
         finally:
             if managed_broker:
@@ -111,53 +130,99 @@ def down(data_dir: Path | None) -> None:
     from .local_broker import stop_local_broker
 
     settings = _settings(data_dir=data_dir)
-    click.echo("stopped the local broker" if stop_local_broker(settings) else "no local broker runs")
+    click.echo(
+        "stopped the local broker" if stop_local_broker(settings) else "no local broker runs"
+    )
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--category", default=None, help="Declared category for every image.")
-@click.option("--category-from-folder", is_flag=True,
-              help="Declared category = the name of each image's folder.")
+@click.option(
+    "--category-from-folder",
+    is_flag=True,
+    help="Declared category = the name of each image's folder.",
+)
 @click.option("--seller", "seller_id", default="cli-seller", show_default=True, help="Seller id.")
-@click.option("--source", "mode", type=click.Choice(["auto", "inline", "file"]), default="auto",
-              show_default=True,
-              help="inline: send bytes in the event; file: send a path under "
-              "LOOKALIKE_IMAGE_ROOT; auto: file when under the root, else inline.")
+@click.option(
+    "--source",
+    "mode",
+    type=click.Choice(["auto", "inline", "file"]),
+    default="auto",
+    show_default=True,
+    help="inline: send bytes in the event; file: send a path under "
+    "LOOKALIKE_IMAGE_ROOT; auto: file when under the root, else inline.",
+)
 @data_dir_option
-def publish(paths: tuple[str, ...], category: str | None, category_from_folder: bool,
-            seller_id: str, mode: str, data_dir: Path | None) -> None:
+def publish(
+    paths: tuple[str, ...],
+    category: str | None,
+    category_from_folder: bool,
+    seller_id: str,
+    mode: str,
+    data_dir: Path | None,
+) -> None:
     """Send one upload event per image file (folders are walked recursively).
 
     A PATH that starts with http:// or https:// is sent as an image URL for the worker to fetch.
     """
-    from tqdm import tqdm
-
     from .local_broker import resolve_bootstrap
-    from .publish import UploadPublisher, event_for_file, event_for_url, iter_image_files
 
     if not category and not category_from_folder:
         _fail("give --category C or --category-from-folder")
     settings = _settings(data_dir=data_dir)
     _setup_logging("warning")
     try:
-        urls = [p for p in paths if p.startswith(("http://", "https://"))]
-        files = list(iter_image_files(Path(p) for p in paths if p not in urls))
-        with UploadPublisher(settings, resolve_bootstrap(settings)) as publisher:
-            sent = 0
-            for url in urls:
-                publisher.publish(event_for_url(url, category=category or "unknown",
-                                                seller_id=seller_id))
-                sent += 1
-            for path in tqdm(files, desc="publishing", unit="img", disable=len(files) < 50):
-                cat = path.parent.name if category_from_folder else str(category)
-                publisher.publish(event_for_file(path, category=cat, seller_id=seller_id,
-                                                 image_root=settings.image_root, mode=mode))  # type: ignore[arg-type]
-                sent += 1
-            publisher.flush()
+        sent = _publish_files(
+            settings,
+            resolve_bootstrap(settings),
+            list(paths),
+            category,
+            category_from_folder,
+            seller_id,
+            mode,
+        )
     except LookalikeError as exc:
         _fail(str(exc))
     click.echo(f"sent {sent} upload events to {settings.uploads_topic}")
+
+
+def _publish_files(
+    settings: Settings,
+    bootstrap: str,
+    paths: list[str | Path],
+    category: str | None,
+    category_from_folder: bool,
+    seller_id: str,
+    mode: str,
+) -> int:
+    from tqdm import tqdm
+
+    from .publish import UploadPublisher, event_for_file, event_for_url, iter_image_files
+
+    urls = [str(p) for p in paths if str(p).startswith(("http://", "https://"))]
+    files = list(iter_image_files(Path(p) for p in paths if str(p) not in urls))
+    sent = 0
+    with UploadPublisher(settings, bootstrap) as publisher:
+        for url in urls:
+            publisher.publish(
+                event_for_url(url, category=category or "unknown", seller_id=seller_id)
+            )
+            sent += 1
+        for path in tqdm(files, desc="publishing", unit="img", disable=len(files) < 50):
+            cat = path.parent.name if category_from_folder else str(category)
+            publisher.publish(
+                event_for_file(
+                    path,
+                    category=cat,
+                    seller_id=seller_id,
+                    image_root=settings.image_root,
+                    mode=mode,
+                )
+            )  # type: ignore[arg-type]
+            sent += 1
+        publisher.flush()
+    return sent
 
 
 def _api(settings: Settings) -> httpx.Client:
@@ -169,8 +234,10 @@ def _call(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
         with _api(settings) as client:
             response = client.request(method, path, **kwargs)
     except httpx.TransportError as exc:
-        _fail(f"cannot reach the lookalike API at {settings.base_api_url} ({exc}); is "
-              "`lookalike up` running? Set --port / LOOKALIKE_API_URL to where it listens.")
+        _fail(
+            f"cannot reach the lookalike API at {settings.base_api_url} ({exc}); is "
+            "`lookalike up` running? Set --port / LOOKALIKE_API_URL to where it listens."
+        )
     body = response.json()
     if response.status_code >= 400:
         _fail(f"{response.status_code}: {body.get('error', body)}")
@@ -178,15 +245,22 @@ def _call(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
 
 
 @main.command()
-@click.argument("image_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                required=False)
+@click.argument(
+    "image_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False
+)
 @click.option("--id", "image_id", default=None, help="Search by an indexed image id instead.")
 @click.option("--k", default=10, show_default=True, help="Number of results.")
 @click.option("--category", default=None, help="Only results of this category.")
 @click.option("--seller", "seller_id", default=None, help="Only results of this seller.")
 @port_option
-def search(image_file: Path | None, image_id: str | None, k: int, category: str | None,
-           seller_id: str | None, port: int | None) -> None:
+def search(
+    image_file: Path | None,
+    image_id: str | None,
+    k: int,
+    category: str | None,
+    seller_id: str | None,
+    port: int | None,
+) -> None:
     """Find images that look like IMAGE_FILE (or like an indexed image, with --id)."""
     settings = _settings(api_port=port)
     filters = {key: v for key, v in (("category", category), ("seller_id", seller_id)) if v}
@@ -194,8 +268,9 @@ def search(image_file: Path | None, image_id: str | None, k: int, category: str 
         files = {"image": (image_file.name, image_file.read_bytes(), "application/octet-stream")}
         body = _call(settings, "POST", "/search", files=files, data={"k": str(k), **filters})
     elif image_id is not None:
-        body = _call(settings, "POST", "/search",
-                     json={"image_id": image_id, "k": k, "filter": filters})
+        body = _call(
+            settings, "POST", "/search", json={"image_id": image_id, "k": k, "filter": filters}
+        )
     else:
         _fail("give an IMAGE_FILE or --id IMAGE_ID")
     _print_json(body)
@@ -210,8 +285,11 @@ def stats(port: int | None) -> None:
 
 @main.command("dead-letters")
 @click.option("--limit", default=20, show_default=True)
-@click.option("--from-topic", is_flag=True,
-              help="Read every record of the dead-letter topic from Kafka instead of the API.")
+@click.option(
+    "--from-topic",
+    is_flag=True,
+    help="Read every record of the dead-letter topic from Kafka instead of the API.",
+)
 @port_option
 @data_dir_option
 def dead_letters(limit: int, from_topic: bool, port: int | None, data_dir: Path | None) -> None:

@@ -57,7 +57,8 @@ class UploadPublisher:
         self.settings = settings
         self.topic = settings.uploads_topic
         ensure_topics(
-            bootstrap, [settings.uploads_topic, settings.dead_letters_topic],
+            bootstrap,
+            [settings.uploads_topic, settings.dead_letters_topic],
             settings.topic_partitions,
         )
         try:
@@ -120,7 +121,9 @@ def image_id_for_file(path: Path) -> str:
     return f"{path.stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:10]}"
 
 
-def source_for_file(path: Path, image_root: Path | None, mode: SourceMode) -> FileSource | InlineSource:
+def source_for_file(
+    path: Path, image_root: Path | None, mode: SourceMode
+) -> FileSource | InlineSource:
     resolved = path.resolve()
     under_root = image_root is not None and resolved.is_relative_to(image_root)
     if mode == "file" or (mode == "auto" and under_root):

@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "lookalike"
 
 
@@ -36,10 +38,13 @@ class Settings(BaseSettings):
         "Unset: `lookalike up` starts a local broker on loopback.",
     )
     broker_port: int = Field(
-        default=0, description="Port of the local broker started by `lookalike up` (0: any free port)."
+        default=0,
+        description="Port of the local broker started by `lookalike up` (0: any free port).",
     )
     topic_prefix: str = Field(default="lookalike", description="Prefix of every topic name.")
-    topic_partitions: int = Field(default=4, ge=1, description="Partitions of the topics we create.")
+    topic_partitions: int = Field(
+        default=4, ge=1, description="Partitions of the topics we create."
+    )
     app_id: str = Field(default="lookalike", description="Faust app id (= Kafka consumer group).")
     rebalance_timeout: float = Field(
         default=5.0,

@@ -20,7 +20,9 @@ class TopicRecord:
     value: bytes | None
 
 
-async def read_topic_async(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list[TopicRecord]:
+async def read_topic_async(
+    bootstrap: str, topic: str, idle_seconds: float = 2.0
+) -> list[TopicRecord]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -38,9 +40,7 @@ async def read_topic_async(bootstrap: str, topic: str, idle_seconds: float = 2.0
             if not batch:
                 break
             for messages in batch.values():
-                records.extend(
-                    TopicRecord(m.partition, m.offset, m.key, m.value) for m in messages
-                )
+                records.extend(TopicRecord(m.partition, m.offset, m.key, m.value) for m in messages)
         return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         try:

@@ -55,9 +55,19 @@ class LookalikeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lookalike", self.command, "--data-dir", str(self.data_dir),
-             "--port", str(self.port)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "lookalike",
+                self.command,
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         wait_for(self._ready, ready_timeout, f"{self.command} to serve /health and join the group")
         return self

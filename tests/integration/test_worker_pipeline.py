@@ -50,8 +50,13 @@ class Stack:
 
 
 def upload(image_id: str, category: str, image, seller: str = "seller-a") -> ImageUploaded:
-    return ImageUploaded(image_id=image_id, listing_id=f"l-{image_id}", seller_id=seller,
-                         category=category, image=image)
+    return ImageUploaded(
+        image_id=image_id,
+        listing_id=f"l-{image_id}",
+        seller_id=seller,
+        category=category,
+        image=image,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +78,12 @@ def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
     )
     with image_server({"/url-image.jpg": image_bytes("checkers", 999)}) as base_url:
         worker = LookalikeProcess("worker", root / "data", env).start()
-        settings = Settings(kafka_bootstrap=broker, topic_prefix=prefix, image_root=image_root,
-                            data_dir=root / "client")
+        settings = Settings(
+            kafka_bootstrap=broker,
+            topic_prefix=prefix,
+            image_root=image_root,
+            data_dir=root / "client",
+        )
         try:
             yield Stack(worker, settings, broker, image_root, base_url)
         finally:
@@ -97,14 +106,16 @@ def catalogue(stack: Stack) -> list[ImageUploaded]:
                 source = InlineSource(data=data)
             seller = "seller-a" if seed < 3 else "seller-b"
             events.append(upload(f"{category}-{seed}", category, source, seller))
-    events.append(upload("url-checkers", "checkers",
-                         UrlSource(url=f"{stack.image_url}/url-image.jpg")))
+    events.append(
+        upload("url-checkers", "checkers", UrlSource(url=f"{stack.image_url}/url-image.jpg"))
+    )
     return events
 
 
 def search_file(stack: Stack, data: bytes, **form: str) -> dict:
-    response = httpx.post(f"{stack.worker.url}/search", files={"image": ("q.jpg", data)},
-                          data=form, timeout=60)
+    response = httpx.post(
+        f"{stack.worker.url}/search", files={"image": ("q.jpg", data)}, data=form, timeout=60
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -137,8 +148,11 @@ def test_filters_and_search_by_id(stack: Stack, indexed: list[ImageUploaded]) ->
     body = search_file(stack, image_bytes("circles", 2), k="10", category="stripes")
     assert body["results"] and {r["category"] for r in body["results"]} == {"stripes"}
 
-    response = httpx.post(f"{stack.worker.url}/search", timeout=60, json={
-        "image_id": "circles-0", "k": 50, "filter": {"seller_id": "seller-b"}})
+    response = httpx.post(
+        f"{stack.worker.url}/search",
+        timeout=60,
+        json={"image_id": "circles-0", "k": 50, "filter": {"seller_id": "seller-b"}},
+    )
     results = response.json()["results"]
     assert {r["seller_id"] for r in results} == {"seller-b"}
     assert "circles-0" not in {r["image_id"] for r in results}  # seller-a image, and the query
@@ -160,14 +174,27 @@ def test_image_record_and_url_source(stack: Stack, indexed: list[ImageUploaded])
     assert file_record["seller_id"] == "seller-b"
 
 
-def test_cli_search_prints_the_api_json(stack: Stack, indexed: list[ImageUploaded],
-                                        tmp_path: Path) -> None:
+def test_cli_search_prints_the_api_json(
+    stack: Stack, indexed: list[ImageUploaded], tmp_path: Path
+) -> None:
     query = tmp_path / "query.jpg"
     query.write_bytes(image_bytes("stripes", 4))
     out = subprocess.run(
-        [sys.executable, "-m", "lookalike", "search", str(query), "--k", "3",
-         "--port", str(stack.worker.port)],
-        capture_output=True, text=True, timeout=60, env=clean_env(),
+        [
+            sys.executable,
+            "-m",
+            "lookalike",
+            "search",
+            str(query),
+            "--k",
+            "3",
+            "--port",
+            str(stack.worker.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
     )
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
@@ -179,9 +206,12 @@ def test_replayed_events_do_not_duplicate(stack: Stack, indexed: list[ImageUploa
     before = stack.worker.stats()
     stack.publish(indexed)
     wait_for(
-        lambda: stack.worker.stats()["worker"]["events_consumed"]
-        >= before["worker"]["events_consumed"] + len(indexed),
-        120, "the replayed events to be consumed",
+        lambda: (
+            stack.worker.stats()["worker"]["events_consumed"]
+            >= before["worker"]["events_consumed"] + len(indexed)
+        ),
+        120,
+        "the replayed events to be consumed",
     )
     assert stack.worker.indexed() == len(indexed)
 
@@ -205,33 +235,52 @@ def test_bad_input_is_dead_lettered_and_valid_input_indexed(
         "zero-bytes": (InlineSource(data=b""), "decode", "empty"),
         "not-an-image": (InlineSource(data=b"hello, I am text"), "decode", "not a recognised"),
         "bomb": (InlineSource(data=bomb.getvalue()), "decode", "pixel"),
-        "unreachable": (UrlSource(url=f"http://127.0.0.1:{_closed_port()}/a.jpg"), "fetch",
-                        "unreachable"),
+        "unreachable": (
+            UrlSource(url=f"http://127.0.0.1:{_closed_port()}/a.jpg"),
+            "fetch",
+            "unreachable",
+        ),
         "slow": (UrlSource(url=f"{stack.image_url}/slow"), "fetch", "timed out"),
         "missing-url": (UrlSource(url=f"{stack.image_url}/missing.jpg"), "fetch", "404"),
         "escape": (FileSource(path="../outside.jpg"), "fetch", "outside"),
     }
-    valid = [upload(f"valid-{i}", "circles", InlineSource(data=image_bytes("circles", 80 + i)))
-             for i in range(3)]
+    valid = [
+        upload(f"valid-{i}", "circles", InlineSource(data=image_bytes("circles", 80 + i)))
+        for i in range(3)
+    ]
     events = [upload(name, "circles", src) for name, (src, _, _) in bad.items()]
-    mixed = [e for pair in zip(events, valid + [None] * len(events), strict=False) for e in pair if e]
+    mixed = [
+        e for pair in zip(events, valid + [None] * len(events), strict=False) for e in pair if e
+    ]
     stack.publish(mixed)
     raw = {
         "malformed-json": (b'{"image_id": "x", ', "parse", "malformed JSON"),
-        "schema": (json.dumps({"image_id": "y", "category": "c"}).encode(), "validate",
-                   "listing_id"),
-        "version": (json.dumps({**json.loads(valid[0].to_json_bytes()), "schema_version": 99,
-                                "image_id": "future"}).encode(), "validate", "schema_version"),
+        "schema": (
+            json.dumps({"image_id": "y", "category": "c"}).encode(),
+            "validate",
+            "listing_id",
+        ),
+        "version": (
+            json.dumps(
+                {**json.loads(valid[0].to_json_bytes()), "schema_version": 99, "image_id": "future"}
+            ).encode(),
+            "validate",
+            "schema_version",
+        ),
     }
     stack.publish_raw([value for value, _, _ in raw.values()])
 
     expected_letters = len(bad) + len(raw)
-    wait_for(lambda: stack.worker.stats()["dead_letters"] == expected_letters, 120,
-             f"{expected_letters} dead letters")
+    wait_for(
+        lambda: stack.worker.stats()["dead_letters"] == expected_letters,
+        120,
+        f"{expected_letters} dead letters",
+    )
     assert stack.worker.indexed() == len(indexed) + len(valid)
 
-    letters = [json.loads(r.value) for r in read_topic(stack.bootstrap,
-                                                       stack.settings.dead_letters_topic)]
+    letters = [
+        json.loads(r.value) for r in read_topic(stack.bootstrap, stack.settings.dead_letters_topic)
+    ]
     by_image = {letter["image_id"]: letter for letter in letters if letter["image_id"]}
     for name, (_, stage, words) in bad.items():
         letter = by_image[name]

@@ -106,7 +106,10 @@ class DeadLetterWriter:
 
         loop = asyncio.get_running_loop()
         seen = await loop.run_in_executor(
-            None, self.ledger.seen, letter.source_topic, letter.source_partition,
+            None,
+            self.ledger.seen,
+            letter.source_topic,
+            letter.source_partition,
             letter.source_offset,
         )
         if seen:  # a replay of a message already dead-lettered

@@ -47,9 +47,11 @@ class Hit:
     payload: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {"image_id": self.image_id, "score": round(float(self.score), 6), **{
-            k: v for k, v in self.payload.items() if k != "image_id"
-        }}
+        return {
+            "image_id": self.image_id,
+            "score": round(float(self.score), 6),
+            **{k: v for k, v in self.payload.items() if k != "image_id"},
+        }
 
 
 def build_filter(
@@ -209,7 +211,11 @@ class QdrantIndex:
                 with_payload=True,
             )
         return [
-            Hit(image_id=str((p.payload or {}).get("image_id")), score=p.score, payload=p.payload or {})
+            Hit(
+                image_id=str((p.payload or {}).get("image_id")),
+                score=p.score,
+                payload=p.payload or {},
+            )
             for p in response.points
         ]
 

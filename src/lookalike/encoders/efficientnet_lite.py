@@ -54,7 +54,8 @@ class EfficientNetLiteEncoder(Encoder):
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise EncoderUnavailable(
-                f"{weights} does not fit {variant}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                f"{weights} does not fit {variant}: "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
         model.eval().to(self.device, memory_format=torch.channels_last)
         self.model = model

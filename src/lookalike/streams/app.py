@@ -86,8 +86,14 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
         ]
         result = await _process_with_retry(messages)
         for letter in result.dead_letters:
-            log.warning("dead letter %s:%d@%d [%s] %s", letter.source_topic,
-                        letter.source_partition, letter.source_offset, letter.stage, letter.reason)
+            log.warning(
+                "dead letter %s:%d@%d [%s] %s",
+                letter.source_topic,
+                letter.source_partition,
+                letter.source_offset,
+                letter.stage,
+                letter.reason,
+            )
             await dlq_writer.write(letter)
         elapsed = time.perf_counter() - started
         counters = runtime.counters
@@ -96,9 +102,14 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
         counters.dead_letters += len(result.dead_letters)
         counters.batches += 1
         counters.last_batch_seconds = elapsed
-        log.info("batch of %d: %d indexed, %d dead-lettered in %.2fs (%.1f images/s)",
-                 len(messages), len(result.indexed), len(result.dead_letters), elapsed,
-                 len(messages) / elapsed if elapsed else 0.0)
+        log.info(
+            "batch of %d: %d indexed, %d dead-lettered in %.2fs (%.1f images/s)",
+            len(messages),
+            len(result.indexed),
+            len(result.dead_letters),
+            elapsed,
+            len(messages) / elapsed if elapsed else 0.0,
+        )
 
     async def _process_with_retry(messages: list[InboundMessage]) -> BatchResult:
         loop = asyncio.get_running_loop()
@@ -109,8 +120,12 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
                     runtime.batch_executor, runtime.pipeline.process, messages
                 )
             except Exception as exc:  # infrastructure (Qdrant, disk): retry, keep offsets
-                log.error("indexing batch failed (%s: %s); retrying in %.0fs, offsets not "
-                          "committed", type(exc).__name__, exc, delay)
+                log.error(
+                    "indexing batch failed (%s: %s); retrying in %.0fs, offsets not committed",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 

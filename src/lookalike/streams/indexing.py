@@ -57,7 +57,9 @@ def dead_letter_for(
     message: InboundMessage, error: Exception, event: ImageUploaded | None = None
 ) -> DeadLetter:
     stage = error.stage if isinstance(error, ImageRejected) else "embed"
-    reason = error.reason if isinstance(error, ImageRejected) else f"{type(error).__name__}: {error}"
+    reason = (
+        error.reason if isinstance(error, ImageRejected) else f"{type(error).__name__}: {error}"
+    )
     payload, encoding = DeadLetter.encode_payload(message.value)
     return DeadLetter(
         reason=reason,
@@ -112,8 +114,12 @@ class IndexingPipeline:
         except ImageRejected as exc:
             return dead_letter_for(message, exc, event)
         except Exception as exc:  # a bug or an image that breaks a library: never stop the worker
-            log.exception("unexpected error preparing %s:%s@%s", message.topic,
-                          message.partition, message.offset)
+            log.exception(
+                "unexpected error preparing %s:%s@%s",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
             rejected = ImageRejected(f"unexpected {type(exc).__name__}: {exc}", stage="decode")
             return dead_letter_for(message, rejected, event)
 
@@ -131,8 +137,15 @@ class IndexingPipeline:
                 vectors.append(self.encoder.embed_tensors([item.tensor])[0])
                 kept.append(item)
             except Exception as exc:  # this image alone breaks the model
-                letters.append(dead_letter_for(item.message, ImageRejected(
-                    f"embedding failed: {type(exc).__name__}: {exc}", stage="embed"), item.event))
+                letters.append(
+                    dead_letter_for(
+                        item.message,
+                        ImageRejected(
+                            f"embedding failed: {type(exc).__name__}: {exc}", stage="embed"
+                        ),
+                        item.event,
+                    )
+                )
         return kept, vectors, letters
 
     def process(self, messages: Sequence[InboundMessage]) -> BatchResult:

@@ -51,8 +51,12 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.encoder = encoder or load_encoder(settings.encoder, settings.device)
-        log.info("encoder %s (%d dims) on %s", self.encoder.version, self.encoder.dim,
-                 self.encoder.device)
+        log.info(
+            "encoder %s (%d dims) on %s",
+            self.encoder.version,
+            self.encoder.dim,
+            self.encoder.device,
+        )
         self.index = open_index(settings)
         self.index.ensure_collection(self.encoder.version, self.encoder.dim)
         serving = self.index.serving_version()
@@ -61,7 +65,9 @@ class Runtime:
         elif serving != self.encoder.version:
             log.warning(
                 "serving version is %s but this worker writes %s: searches will fail until a "
-                "worker with the serving encoder runs", serving, self.encoder.version,
+                "worker with the serving encoder runs",
+                serving,
+                self.encoder.version,
             )
         self.fetcher = ImageFetcher.from_settings(settings)
         self.ledger = DeadLetterLedger(settings.ledger_path)

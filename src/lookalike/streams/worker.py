@@ -17,8 +17,9 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     runtime = Runtime(settings)
     try:
         app = create_app(settings, runtime, bootstrap)
-        log.info("worker: Kafka %s, API http://%s:%d", bootstrap, settings.api_host,
-                 settings.api_port)
+        log.info(
+            "worker: Kafka %s, API http://%s:%d", bootstrap, settings.api_host, settings.api_port
+        )
         worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
         try:
             worker.execute_from_commandline()
