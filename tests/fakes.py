@@ -71,9 +71,11 @@ def poison_image_bytes(size: int = 48) -> bytes:
 def is_poison(tensor: torch.Tensor) -> torch.Tensor:
     """Per sample of an NCHW batch: True where the image is the solid magenta poison."""
     red, green, blue = tensor[:, 0], tensor[:, 1], tensor[:, 2]
-    return (red > 0.99).flatten(1).all(1) & (green < -0.99).flatten(1).all(1) & (
-        blue > 0.99
-    ).flatten(1).all(1)
+    return (
+        (red > 0.99).flatten(1).all(1)
+        & (green < -0.99).flatten(1).all(1)
+        & (blue > 0.99).flatten(1).all(1)
+    )
 
 
 class PoisonImageError(RuntimeError):

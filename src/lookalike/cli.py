@@ -80,7 +80,6 @@ def up(
     HTTP API on 127.0.0.1:PORT. On exit it stops the local broker it manages.
     """
     from .local_broker import start_local_broker, stop_local_broker
-    from .streams.worker import run_worker
 
     settings = _settings(data_dir=data_dir, api_port=port, encoder=encoder)
     _setup_logging(settings.log_level)
@@ -99,6 +98,8 @@ def up(
                 log.info(
                     "published %d upload events from %s", sent, ", ".join(map(str, index_paths))
                 )
+            from .streams.worker import run_worker  # torch, faust: imported after the broker is up
+
             run_worker(settings, bootstrap)
         finally:
             if managed_broker:
@@ -210,7 +211,7 @@ def _publish_files(
             )
             sent += 1
         for path in tqdm(files, desc="publishing", unit="img", disable=len(files) < 50):
-            cat = path.parent.name if category_from_folder else str(category)
+            cat = path.resolve().parent.name if category_from_folder else str(category)
             publisher.publish(
                 event_for_file(
                     path,

@@ -143,11 +143,18 @@ def stop_local_broker(settings: Settings, timeout: float = 10.0) -> bool:
     return True
 
 
-def resolve_bootstrap(settings: Settings) -> str:
-    """Bootstrap servers to use: the setting, else the data dir's running local broker."""
+def resolve_bootstrap(settings: Settings, wait: float = 0.0) -> str:
+    """Bootstrap servers to use: the setting, else the data dir's running local broker (waiting
+    up to ``wait`` seconds for a `lookalike up` that is still starting)."""
     if settings.kafka_bootstrap:
         return settings.kafka_bootstrap
+    deadline = time.monotonic() + wait
     broker = running_broker(settings.broker_file)
+    if broker is None and wait > 0:
+        log.warning("waiting up to %.0fs for `lookalike up` to start the local broker", wait)
+    while broker is None and time.monotonic() < deadline:
+        time.sleep(0.25)
+        broker = running_broker(settings.broker_file)
     if broker is None:
         raise BrokerUnavailable(
             f"no Kafka broker: LOOKALIKE_KAFKA_BOOTSTRAP is not set and no local broker runs "

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from pydantic import ValidationError
 
 from .errors import BrokerUnavailable, ConfigurationError
 from .events import FileSource, ImageUploaded, InlineSource, UrlSource
@@ -118,7 +119,8 @@ def image_id_for_file(path: Path) -> str:
     the same file again addresses the same image, and same-named files in two folders don't
     collide."""
     resolved = str(path.resolve())
-    return f"{path.stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:10]}"
+    # Long names are cut: ids are capped at 200 characters and the digest keeps them unique.
+    return f"{path.stem[:100]}-{hashlib.sha1(resolved.encode()).hexdigest()[:10]}"
 
 
 def source_for_file(
@@ -164,10 +166,15 @@ def event_for_file(
 
 def event_for_url(url: str, *, category: str, seller_id: str) -> ImageUploaded:
     image_id = "url-" + hashlib.sha1(url.encode()).hexdigest()[:16]
+    try:
+        source = UrlSource(url=url)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise ConfigurationError(f"{url!r} is not a valid http(s) URL: {reason}") from None
     return ImageUploaded(
         image_id=image_id,
         listing_id=f"listing-{image_id}",
         seller_id=seller_id,
         category=category,
-        image=UrlSource(url=url),  # type: ignore[arg-type]
+        image=source,
     )

@@ -28,7 +28,9 @@ def _write_catalogue(folder: Path) -> int:
     return IMAGES_PER_CATEGORY * len(CATEGORIES)
 
 
-def _publish(folder: Path, data_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _publish(
+    folder: Path, data_dir: Path, env: dict[str, str], *extra: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,
@@ -39,6 +41,7 @@ def _publish(folder: Path, data_dir: Path, env: dict[str, str]) -> subprocess.Co
             "--category-from-folder",
             "--data-dir",
             str(data_dir),
+            *extra,
         ],
         env=env,
         capture_output=True,
@@ -56,7 +59,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def test_publish_without_a_broker_says_what_to_do(tmp_path: Path) -> None:
-    out = _publish(tmp_path, tmp_path / "empty-data", clean_env())
+    out = _publish(tmp_path, tmp_path / "empty-data", clean_env(), "--wait", "1")
     assert out.returncode == 1
     assert "lookalike up" in out.stderr and "LOOKALIKE_KAFKA_BOOTSTRAP" in out.stderr
 

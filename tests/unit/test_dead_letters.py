@@ -15,8 +15,16 @@ from lookalike.events import DeadLetter
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def letter(offset: int, *, stage: str = "decode", partition: int = 0, topic: str = "up",
-           minutes: int = 0, image_id: str | None = "img", reason: str = "bad") -> DeadLetter:
+def letter(
+    offset: int,
+    *,
+    stage: str = "decode",
+    partition: int = 0,
+    topic: str = "up",
+    minutes: int = 0,
+    image_id: str | None = "img",
+    reason: str = "bad",
+) -> DeadLetter:
     return DeadLetter(
         reason=reason,
         stage=stage,

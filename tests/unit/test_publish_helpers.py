@@ -93,12 +93,6 @@ def test_image_id_differs_for_same_name_in_two_folders(tmp_path: Path) -> None:
     assert one.startswith("shoe-") and two.startswith("shoe-")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: publish.py image_id_for_file keeps the whole file stem, so a stem over 181 chars "
-    "makes event_for_file raise pydantic ValidationError (image_id/listing_id max 200), "
-    "which is not a LookalikeError and aborts `lookalike publish` with a traceback",
-)
 def test_long_file_name_gives_a_valid_event(tmp_path: Path) -> None:
     path = tmp_path / ("x" * 200 + ".jpg")  # 204 bytes: a legal file name
     path.write_bytes(JPEG)
@@ -220,11 +214,6 @@ def test_event_for_url() -> None:
     assert wire["image"] == {"kind": "url", "url": url}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: publish.py event_for_url lets pydantic's ValidationError escape for a bad URL; "
-    "`lookalike publish` only catches LookalikeError, so it crashes with a traceback",
-)
 @pytest.mark.parametrize("url", ["http://", "https://exa mple.com/a.jpg"])
 def test_event_for_bad_url_is_a_configuration_error(url: str) -> None:
     with pytest.raises(ConfigurationError):

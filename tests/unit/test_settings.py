@@ -52,7 +52,9 @@ def test_env_vars_are_read(settings_env: Path, monkeypatch: pytest.MonkeyPatch) 
     assert s.base_api_url == "http://127.0.0.1:8080"
 
 
-def test_unprefixed_env_vars_are_ignored(settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unprefixed_env_vars_are_ignored(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BATCH_SIZE", "3")
     monkeypatch.setenv("KAFKA_BOOTSTRAP", "elsewhere:9092")
     s = Settings()
@@ -60,7 +62,9 @@ def test_unprefixed_env_vars_are_ignored(settings_env: Path, monkeypatch: pytest
     assert s.kafka_bootstrap is None
 
 
-def test_keyword_arguments_override_env(settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyword_arguments_override_env(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LOOKALIKE_BATCH_SIZE", "7")
     assert Settings(batch_size=9).batch_size == 9
 
@@ -77,7 +81,8 @@ def test_derived_names_share_prefixes(settings_env: Path, monkeypatch: pytest.Mo
 
 def test_default_topic_names(settings_env: Path) -> None:
     s = Settings()
-    assert (s.uploads_topic, s.dead_letters_topic) == ("lookalike.uploads", "lookalike.dead-letters")
+    assert s.uploads_topic == "lookalike.uploads"
+    assert s.dead_letters_topic == "lookalike.dead-letters"
     assert s.serving_alias == "lookalike-serving"
 
 

@@ -101,7 +101,8 @@ class DeadLetterWriter:
         self._send = send
         self.ledger = ledger
 
-    async def write(self, letter: DeadLetter) -> None:
+    async def write(self, letter: DeadLetter) -> bool:
+        """Returns False when the source message was dead-lettered before (a replay)."""
         import asyncio
 
         loop = asyncio.get_running_loop()
@@ -113,7 +114,7 @@ class DeadLetterWriter:
             letter.source_offset,
         )
         if seen:  # a replay of a message already dead-lettered
-            return
+            return False
         key = (letter.image_id or letter.event_id or "").encode() or None
         await self._send(key, letter.model_dump_json().encode("utf-8"))
-        await loop.run_in_executor(None, self.ledger.record, letter)
+        return bool(await loop.run_in_executor(None, self.ledger.record, letter))

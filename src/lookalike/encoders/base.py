@@ -39,7 +39,11 @@ class Preprocessing:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> normalised CHW float tensor."""
         mode = TF.InterpolationMode(self.interpolation)
-        image = TF.resize(image, [self.resize], interpolation=mode, antialias=True)
+        # Crop the central square first: the same region as "resize the short side, then
+        # centre-crop", but a 20000x1 image cannot blow up into a huge intermediate.
+        side = min(image.size)
+        image = TF.center_crop(image, [side, side])
+        image = TF.resize(image, [self.resize, self.resize], interpolation=mode, antialias=True)
         image = TF.center_crop(image, [self.crop, self.crop])
         tensor = TF.pil_to_tensor(image).float().div_(255.0)
         return TF.normalize(tensor, list(self.mean), list(self.std))

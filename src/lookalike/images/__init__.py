@@ -5,7 +5,7 @@
 :class:`~lookalike.errors.ImageRejected` subclasses with a reason for the dead letters.
 """
 
-from .decode import decode_image
+from .decode import decode_image, original_size
 from .fetch import ImageFetcher, fetch_image_bytes
 
-__all__ = ["ImageFetcher", "decode_image", "fetch_image_bytes"]
+__all__ = ["ImageFetcher", "decode_image", "fetch_image_bytes", "original_size"]

@@ -45,6 +45,11 @@ _limit_lock = threading.Lock()
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
+#: Key in ``Image.info`` holding the uploaded image's upright (width, height).
+ORIGINAL_SIZE = "lookalike.original_size"
+_EXIF_ORIENTATION = 0x0112
+
+
 def decode_image(data: bytes, *, max_pixels: int, target_size: int | None = None) -> Image.Image:
     """Decode ``data`` into an upright RGB image, or raise :class:`DecodeError`.
 
@@ -86,11 +91,23 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int | None = None
         except Exception as exc:  # OSError (truncated), SyntaxError, ValueError, struct.error...
             raise DecodeError(f"corrupt or truncated image: {_describe(exc)}") from None
 
+        try:
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        except Exception:  # a broken EXIF block: keep the stored orientation
+            orientation = 1
         upright = _apply_exif_orientation(img)
     try:
-        return _to_rgb(upright)
+        rgb = _to_rgb(upright)
     except Exception as exc:
         raise DecodeError(f"unsupported image mode {upright.mode}: {_describe(exc)}") from None
+    # The uploaded image's upright size; the pixels may be smaller after the JPEG draft.
+    rgb.info[ORIGINAL_SIZE] = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return rgb
+
+
+def original_size(image: Image.Image) -> tuple[int, int]:
+    """Upright (width, height) of the image as uploaded, before any reduced-scale decode."""
+    return tuple(image.info.get(ORIGINAL_SIZE, image.size))  # type: ignore[return-value]
 
 
 def _prepare_pillow(max_pixels: int) -> None:

@@ -85,6 +85,7 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
             for event in events
         ]
         result = await _process_with_retry(messages)
+        new_letters = 0
         for letter in result.dead_letters:
             log.warning(
                 "dead letter %s:%d@%d [%s] %s",
@@ -94,12 +95,12 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
                 letter.stage,
                 letter.reason,
             )
-            await dlq_writer.write(letter)
+            new_letters += await dlq_writer.write(letter)
         elapsed = time.perf_counter() - started
         counters = runtime.counters
         counters.events_consumed += len(messages)
         counters.images_indexed += len(result.indexed)
-        counters.dead_letters += len(result.dead_letters)
+        counters.dead_letters += new_letters
         counters.batches += 1
         counters.last_batch_seconds = elapsed
         log.info(

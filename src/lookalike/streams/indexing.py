@@ -22,9 +22,12 @@ from ..consumers.qdrant_index import IndexPoint, QdrantIndex
 from ..encoders.base import Encoder
 from ..errors import ImageRejected
 from ..events import DeadLetter, ImageUploaded, parse_upload
-from ..images import ImageFetcher, decode_image
+from ..images import ImageFetcher, decode_image, original_size
 
 log = logging.getLogger(__name__)
+
+#: Errors that say the machine is short of memory, not that an image is bad.
+_RESOURCE_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.cuda.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class IndexingPipeline:
             image = decode_image(
                 data, max_pixels=self.max_pixels, target_size=self.encoder.preprocessing.resize
             )
-            width, height = image.size
+            width, height = original_size(image)
             tensor = self.encoder.preprocess(image)
             return _Prepared(
                 message, event, tensor, width, height, hashlib.sha256(data).hexdigest()
@@ -127,15 +130,17 @@ class IndexingPipeline:
         try:
             vectors = self.encoder.embed_tensors([p.tensor for p in prepared])
             return prepared, list(vectors), []
+        except _RESOURCE_ERRORS:
+            raise  # the machine's fault, not the image's: the caller retries the batch
         except Exception:
-            if len(prepared) == 1:
-                raise
-            log.exception("batch embedding failed; retrying images one by one")
+            log.exception("batch embedding failed; embedding images one by one")
         kept, vectors, letters = [], [], []
         for item in prepared:
             try:
                 vectors.append(self.encoder.embed_tensors([item.tensor])[0])
                 kept.append(item)
+            except _RESOURCE_ERRORS:
+                raise
             except Exception as exc:  # this image alone breaks the model
                 letters.append(
                     dead_letter_for(
