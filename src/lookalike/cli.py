@@ -154,6 +154,13 @@ def down(data_dir: Path | None) -> None:
     help="inline: send bytes in the event; file: send a path under "
     "LOOKALIKE_IMAGE_ROOT; auto: file when under the root, else inline.",
 )
+@click.option(
+    "--wait",
+    "wait_seconds",
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for a starting `lookalike up` to bring up the local broker.",
+)
 @data_dir_option
 def publish(
     paths: tuple[str, ...],
@@ -161,6 +168,7 @@ def publish(
     category_from_folder: bool,
     seller_id: str,
     mode: str,
+    wait_seconds: float,
     data_dir: Path | None,
 ) -> None:
     """Send one upload event per image file (folders are walked recursively).
@@ -176,7 +184,7 @@ def publish(
     try:
         sent = _publish_files(
             settings,
-            resolve_bootstrap(settings),
+            resolve_bootstrap(settings, wait=wait_seconds),
             list(paths),
             category,
             category_from_folder,
