@@ -134,7 +134,7 @@ def bench_pipeline(files: list[Path], batch_size: int, latency_samples: int) -> 
                     publisher.publish(event)
                 publisher.flush()
                 published = time.perf_counter()
-                wait_until(lambda: indexed(api) >= len(events), 600)
+                wait_until(lambda: indexed(api) >= len(events), 600, 0.25)
                 done = time.perf_counter()
 
                 latencies = []
