@@ -31,6 +31,7 @@ from lookalike.local_broker import free_port, running_broker
 from lookalike.publish import UploadPublisher, iter_image_files
 from lookalike.settings import Settings
 
+RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared/datasets/clothing-small/train"
 
 
@@ -91,8 +92,9 @@ def bench_pipeline(files: list[Path], batch_size: int, latency_samples: int) -> 
         data_dir = Path(tmp) / "data"
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-        env |= {"LOOKALIKE_BATCH_SIZE": str(batch_size), "LOOKALIKE_LOG_LEVEL": "warning"}
-        log = open(Path(tmp) / "up.log", "wb")
+        env |= {"LOOKALIKE_BATCH_SIZE": str(batch_size), "LOOKALIKE_LOG_LEVEL": os.environ.get("LOOKALIKE_LOG_LEVEL", "warning")}
+        RESULTS.mkdir(exist_ok=True)
+        log = open(RESULTS / "pipeline-worker.log", "wb")  # kept for reading after the run
         up = subprocess.Popen(
             [
                 sys.executable,

@@ -103,13 +103,15 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
         counters.dead_letters += new_letters
         counters.batches += 1
         counters.last_batch_seconds = elapsed
+        stages = " ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
         log.info(
-            "batch of %d: %d indexed, %d dead-lettered in %.2fs (%.1f images/s)",
+            "batch of %d: %d indexed, %d dead-lettered in %.2fs (%.1f images/s; %s)",
             len(messages),
             len(result.indexed),
             len(result.dead_letters),
             elapsed,
             len(messages) / elapsed if elapsed else 0.0,
+            stages,
         )
 
     async def _process_with_retry(messages: list[InboundMessage]) -> BatchResult:

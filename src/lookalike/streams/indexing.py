@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class _Prepared:
 class BatchResult:
     indexed: list[str] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: Seconds spent per stage (prepare = parse + fetch + decode + preprocess), for logs/stats.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def dead_letter_for(
@@ -157,15 +160,20 @@ class IndexingPipeline:
         """Blocking: run in an executor."""
         result = BatchResult()
         prepared: list[_Prepared] = []
+        started = time.perf_counter()
         for outcome in self._decode_pool.map(self._prepare, messages):
             if isinstance(outcome, DeadLetter):
                 result.dead_letters.append(outcome)
             else:
                 prepared.append(outcome)
+        result.timings["prepare"] = time.perf_counter() - started
         if not prepared:
             return result
+        started = time.perf_counter()
         kept, vectors, letters = self._embed(prepared)
+        result.timings["embed"] = time.perf_counter() - started
         result.dead_letters.extend(letters)
+        started = time.perf_counter()
         now = datetime.now(UTC).isoformat()
         for version in self.versions:
             points = [
@@ -173,6 +181,7 @@ class IndexingPipeline:
                 for item, vector in zip(kept, vectors, strict=True)
             ]
             self.index.upsert(version, points)  # raises on infrastructure failure: caller retries
+        result.timings["upsert"] = time.perf_counter() - started
         result.indexed.extend(item.event.image_id for item in kept)
         return result
 
