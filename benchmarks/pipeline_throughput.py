@@ -92,7 +92,10 @@ def bench_pipeline(files: list[Path], batch_size: int, latency_samples: int) -> 
         data_dir = Path(tmp) / "data"
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-        env |= {"LOOKALIKE_BATCH_SIZE": str(batch_size), "LOOKALIKE_LOG_LEVEL": os.environ.get("LOOKALIKE_LOG_LEVEL", "warning")}
+        env |= {
+            "LOOKALIKE_BATCH_SIZE": str(batch_size),
+            "LOOKALIKE_LOG_LEVEL": os.environ.get("LOOKALIKE_LOG_LEVEL", "warning"),
+        }
         RESULTS.mkdir(exist_ok=True)
         log = open(RESULTS / "pipeline-worker.log", "wb")  # kept for reading after the run
         up = subprocess.Popen(
