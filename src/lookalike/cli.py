@@ -286,6 +286,27 @@ def search(
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def encoders(as_json: bool) -> None:
+    """List the encoders: ready (weights present) or not, dimensions and model version ids."""
+    from dataclasses import asdict
+
+    from .encoders import list_encoders
+
+    statuses = list_encoders()
+    if as_json:
+        _print_json([asdict(s) for s in statuses])
+        return
+    click.echo(f"{'encoder':<20} {'ready':<6} {'dim':>5}  version / what is missing")
+    for s in statuses:
+        detail = s.version if s.ready else s.problem
+        click.echo(f"{s.name:<20} {'yes' if s.ready else 'no':<6} {s.dim:>5}  {detail}")
+    click.echo(
+        "\nAlso: the path of a fine-tuned checkpoint saved by lookalike (LOOKALIKE_ENCODER=x.pt)."
+    )
+
+
+@main.command()
 @port_option
 def stats(port: int | None) -> None:
     """Indexed images per model version, dead letters and worker counters (from the API)."""

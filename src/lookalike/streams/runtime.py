@@ -11,8 +11,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import torch
+
 from ..consumers import DeadLetterLedger, QdrantIndex
-from ..encoders import Encoder, load_encoder
+from ..encoders import Encoder, configure_threads, load_encoder
 from ..errors import ConfigurationError
 from ..images import ImageFetcher
 from ..search import SearchService
@@ -50,12 +52,23 @@ class Runtime:
     def __init__(self, settings: Settings, encoder: Encoder | None = None) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.encoder = encoder or load_encoder(settings.encoder, settings.device)
+        configure_threads(settings.torch_threads)
+        self.encoder = encoder or load_encoder(
+            settings.encoder,
+            settings.device,
+            weights=settings.encoder_weights,
+            download=settings.download_weights,
+            precision=settings.precision,
+            compile=settings.compile,
+        )
         log.info(
-            "encoder %s (%d dims) on %s",
+            "encoder %s (%d dims) on %s, %s%s, %d torch threads",
             self.encoder.version,
             self.encoder.dim,
             self.encoder.device,
+            self.encoder.precision,
+            ", compiled" if self.encoder.compiled else "",
+            torch.get_num_threads(),
         )
         self.index = open_index(settings)
         self.index.ensure_collection(self.encoder.version, self.encoder.dim)
