@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="Seconds to wait for a micro-batch to fill."
     )
     decode_threads: int = Field(default=4, ge=1, description="Threads fetching and decoding.")
+    batches_in_flight: int = Field(
+        default=2,
+        ge=1,
+        description="Micro-batches in flight (one decodes while another is embedded).",
+    )
 
     # --- input safety --------------------------------------------------------------------------
     image_root: Path | None = Field(

@@ -60,8 +60,13 @@ class EfficientNetLiteEncoder(Encoder):
         self.preprocessing = preprocessing or lite_preprocessing(LITE_IMAGE_SIZES[variant])
         self.device = device or torch.device("cpu")
         model = EfficientNet.from_name(variant)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except Exception as exc:  # not a state dict, or another variant's (shape mismatch)
+            raise EncoderUnavailable(
+                f"{weights} is not a {variant} state dict ({type(exc).__name__}: {exc})"
+            ) from None
         if missing or unexpected:
             raise EncoderUnavailable(
                 f"{weights} does not fit {variant}: "

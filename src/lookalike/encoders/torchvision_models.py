@@ -85,6 +85,7 @@ def locate_weights(spec: TorchvisionSpec, explicit: Path | None, download: bool)
     if download:
         try:
             log.info("downloading %s weights from %s", spec.name, spec.weights_url())
+            cached.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(spec.weights_url(), str(cached), progress=True)
             return cached
         except Exception as exc:  # no network, proxy, disk: say what to do instead

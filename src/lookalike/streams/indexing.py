@@ -57,6 +57,9 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     #: Seconds spent per stage (prepare = parse + fetch + decode + preprocess), for logs/stats.
     timings: dict[str, float] = field(default_factory=dict)
+    #: Between stages: the images still going, and (after embed) their vectors.
+    prepared: list[_Prepared] = field(default_factory=list, repr=False)
+    vectors: list = field(default_factory=list, repr=False)
 
 
 def dead_letter_for(
@@ -156,34 +159,48 @@ class IndexingPipeline:
                 )
         return kept, vectors, letters
 
-    def process(self, messages: Sequence[InboundMessage]) -> BatchResult:
-        """Blocking: run in an executor."""
+    # --- the three stages: each blocking, each run in its own executor by the agent ----------
+    def prepare(self, messages: Sequence[InboundMessage]) -> BatchResult:
+        """Parse, fetch, decode and preprocess, in parallel on the decode pool."""
         result = BatchResult()
-        prepared: list[_Prepared] = []
         started = time.perf_counter()
         for outcome in self._decode_pool.map(self._prepare, messages):
             if isinstance(outcome, DeadLetter):
                 result.dead_letters.append(outcome)
             else:
-                prepared.append(outcome)
+                result.prepared.append(outcome)
         result.timings["prepare"] = time.perf_counter() - started
-        if not prepared:
+        return result
+
+    def embed(self, result: BatchResult) -> BatchResult:
+        """One forward pass for the batch (images that break the model are dead-lettered)."""
+        if result.prepared:
+            started = time.perf_counter()
+            kept, vectors, letters = self._embed(result.prepared)
+            result.prepared, result.vectors = kept, vectors
+            result.dead_letters.extend(letters)
+            result.timings["embed"] = time.perf_counter() - started
+        return result
+
+    def write(self, result: BatchResult) -> BatchResult:
+        """Upsert into every target version. Raises on infrastructure failure: retry it."""
+        if not result.prepared:
             return result
-        started = time.perf_counter()
-        kept, vectors, letters = self._embed(prepared)
-        result.timings["embed"] = time.perf_counter() - started
-        result.dead_letters.extend(letters)
         started = time.perf_counter()
         now = datetime.now(UTC).isoformat()
         for version in self.versions:
             points = [
                 IndexPoint(item.event.image_id, vector, self._payload(item, version, now))
-                for item, vector in zip(kept, vectors, strict=True)
+                for item, vector in zip(result.prepared, result.vectors, strict=True)
             ]
-            self.index.upsert(version, points)  # raises on infrastructure failure: caller retries
+            self.index.upsert(version, points)
         result.timings["upsert"] = time.perf_counter() - started
-        result.indexed.extend(item.event.image_id for item in kept)
+        result.indexed = [item.event.image_id for item in result.prepared]
         return result
+
+    def process(self, messages: Sequence[InboundMessage]) -> BatchResult:
+        """All three stages in a row. Blocking: run in an executor."""
+        return self.write(self.embed(self.prepare(messages)))
 
     @staticmethod
     def _payload(item: _Prepared, version: str, indexed_at: str) -> dict:

@@ -92,9 +92,12 @@ class Runtime:
             decode_threads=settings.decode_threads,
         )
         self.search = SearchService(self.encoder, self.index, settings.max_image_pixels)
-        # One thread runs indexing batches (they parallelise inside); one serves API requests so
-        # a search does not wait for a whole batch to finish decoding.
-        self.batch_executor = ThreadPoolExecutor(1, thread_name_prefix="index-batch")
+        # One thread per pipeline stage, so consecutive batches overlap (prepare fans out to the
+        # decode pool); API requests have their own threads so a search never queues behind a
+        # whole batch's decoding.
+        self.prepare_executor = ThreadPoolExecutor(1, thread_name_prefix="prepare")
+        self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="embed")
+        self.index_executor = ThreadPoolExecutor(1, thread_name_prefix="write")
         self.api_executor = ThreadPoolExecutor(2, thread_name_prefix="api")
         self.counters = Counters()
 
@@ -117,8 +120,13 @@ class Runtime:
         }
 
     def close(self) -> None:
-        self.batch_executor.shutdown(wait=True)
-        self.api_executor.shutdown(wait=True)
+        for executor in (
+            self.prepare_executor,
+            self.model_executor,
+            self.index_executor,
+            self.api_executor,
+        ):
+            executor.shutdown(wait=True, cancel_futures=True)
         self.pipeline.close()
         self.fetcher.close()
         self.ledger.close()

@@ -1,0 +1,151 @@
+"""Micro-batches in flight: prepare -> embed -> write, overlapped, committed in order.
+
+While the model embeds batch N, batch N+1 is fetched and decoded and batch N-1 is written to
+Qdrant, each stage in its own executor so the event loop stays free. Writes (and dead letters)
+happen in arrival order, so a later event for an image always lands after an earlier one. An
+event's offset becomes committable only when its batch is written: each event holds one extra
+reference on its Kafka message until then (Faust commits a message once every reference to it is
+released), so take_events' own ack at the end of the loop body cannot commit it early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from faust.types import EventT
+
+from ..consumers import DeadLetterWriter
+from .indexing import BatchResult, InboundMessage
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class InFlightBatches:
+    def __init__(self, runtime: Runtime, dead_letters: DeadLetterWriter, depth: int = 2) -> None:
+        self.runtime = runtime
+        self.dead_letters = dead_letters
+        self._slots = asyncio.Semaphore(depth)
+        self._last_written: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, events: Sequence[EventT]) -> None:
+        """Start a batch; waits while ``depth`` batches are already in flight (back-pressure)."""
+        for event in events:
+            event.message.incref()  # released in _run once written: see module docstring
+        await self._slots.acquire()
+        previous = self._last_written
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last_written = written
+        task = asyncio.create_task(self._run(list(events), previous, written))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def cancel(self) -> None:
+        """Stop: unwritten batches are not acked, so they are replayed after a restart."""
+        for task in self._tasks:
+            task.cancel()
+        await self.drain()
+
+    async def _run(
+        self,
+        events: list[EventT],
+        previous: asyncio.Future[None] | None,
+        written: asyncio.Future[None],
+    ) -> None:
+        runtime = self.runtime
+        started = time.perf_counter()
+        try:
+            messages = [
+                InboundMessage(
+                    value=event.value if isinstance(event.value, bytes) else b"",
+                    topic=event.message.topic,
+                    partition=event.message.partition,
+                    offset=event.message.offset,
+                )
+                for event in events
+            ]
+            pipeline = runtime.pipeline
+            # Bad input never raises (it becomes dead letters); what raises is the machine's or
+            # a service's trouble (memory, Qdrant, the broker): retry, keeping offsets.
+            result = await self._retrying(
+                "preparing",
+                lambda: self._off_loop(runtime.prepare_executor, pipeline.prepare, messages),
+            )
+            result = await self._retrying(
+                "embedding", lambda: self._off_loop(runtime.model_executor, pipeline.embed, result)
+            )
+            if previous is not None:
+                await asyncio.shield(previous)  # write in arrival order
+            result = await self._retrying(
+                "writing", lambda: self._off_loop(runtime.index_executor, pipeline.write, result)
+            )
+            new_letters = await self._retrying(
+                "dead-lettering", lambda: self._write_dead_letters(result)
+            )
+        finally:
+            if not written.done():
+                written.set_result(None)
+            self._slots.release()
+        for event in events:
+            event.ack()  # the last reference: the offset may now be committed
+        self._record(len(events), result, new_letters, time.perf_counter() - started)
+
+    async def _write_dead_letters(self, result: BatchResult) -> int:
+        new_letters = 0
+        for letter in result.dead_letters:
+            log.warning(
+                "dead letter %s:%d@%d [%s] %s",
+                letter.source_topic,
+                letter.source_partition,
+                letter.source_offset,
+                letter.stage,
+                letter.reason,
+            )
+            new_letters += await self.dead_letters.write(letter)  # idempotent on retry
+        return new_letters
+
+    async def _off_loop(self, executor: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        delay = 1.0
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                log.error(
+                    "%s a batch failed (%s: %s); retrying in %.0fs, offsets not committed",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _record(self, n: int, result: BatchResult, new_letters: int, elapsed: float) -> None:
+        counters = self.runtime.counters
+        counters.events_consumed += n
+        counters.images_indexed += len(result.indexed)
+        counters.dead_letters += new_letters
+        counters.batches += 1
+        counters.last_batch_seconds = elapsed
+        stages = " ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+        log.info(
+            "batch of %d: %d indexed, %d dead-lettered in %.2fs (%s)",
+            n,
+            len(result.indexed),
+            len(result.dead_letters),
+            elapsed,
+            stages,
+        )
