@@ -43,10 +43,10 @@ VARIANTS = [
 ]
 
 
-def build(encoder_name: str, variant: Variant) -> tuple[Encoder, float]:
+def build(encoder_name: str, variant: Variant, chunk: int) -> tuple[Encoder, float]:
     started = time.perf_counter()
     encoder = load_encoder(
-        encoder_name, "auto", precision=variant.precision, compile=variant.compile
+        encoder_name, "auto", precision=variant.precision, compile=variant.compile, chunk=chunk
     )
     if variant.dynamic_int8:
         # Only nn.Linear (and RNN) layers have dynamic int8 kernels; convolutions stay fp32.
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="efficientnet-lite0")
     parser.add_argument("--dataset", type=os.path.abspath, default=str(DEFAULT_DATASET))
     parser.add_argument("--images", type=int, default=None, help="default: all")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     args = parser.parse_args()
     configure_threads()
     pairs = labelled_images(__import__("pathlib").Path(args.dataset), args.images)
@@ -96,7 +96,7 @@ def main() -> None:
 
     rows = []
     for variant in VARIANTS:
-        encoder, load_s = build(args.encoder, variant)
+        encoder, load_s = build(args.encoder, variant, args.batch_size)
         vectors, ips, warmup = embed_all(encoder, tensors, args.batch_size, variant.name)
         metrics = retrieval_metrics(vectors, labels)
         rows.append((variant, ips, metrics, load_s + warmup))

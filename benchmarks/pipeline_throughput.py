@@ -1,74 +1,116 @@
-"""Whole-pipeline throughput vs the encoder alone, on the same images, in one run.
+"""Indexing throughput, stage by stage, on the same images in one run.
 
-    .venv/bin/python benchmarks/pipeline_throughput.py [--images 300] [--dataset DIR]
+    .venv/bin/python benchmarks/pipeline_throughput.py [--images 512] [--batch-size 32]
+        [--dataset DIR]
 
-Stages (each on the same N images, run one after another so they don't compete for cores):
-  encoder alone     pre-decoded, pre-processed tensors -> embeddings (the ceiling)
-  decode + encode   file bytes -> decode -> preprocess -> embed, as the worker does it
-  whole pipeline    publish -> Kafka (local Tansu) -> Faust agent -> Qdrant, timed from the
-                    first publish until /stats counts N indexed images
-and then publish-to-searchable latency of single uploads on the idle stack.
-Figures are printed as images/s and as ratios to the encoder-alone run of this same process.
+Rows (same images, same encoder settings as the worker, same batch size; run one after another
+so they do not compete for the cores):
+  decode only          Pillow full-size decode vs reduced-size (JPEG draft) decode
+  encoder alone        pre-decoded, pre-processed tensors -> embeddings: the ceiling
+  decode + encode      bytes -> decode (thread pool) -> preprocess -> embed, batch by batch
+  naive baseline       what one writes by hand: per image read, decode, embed (eager fp32,
+                       batch of 1) and upsert one point into embedded Qdrant
+  pipeline (backlog)   events already in Kafka; `lookalike worker` from Ready to all indexed
+  pipeline (live)      publish -> Kafka -> Faust -> Qdrant on the warm worker, from the first
+                       publish until /stats counts them all
+then publish-to-searchable latency of single uploads and the worker's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import httpx
+import torch
+from _dataset import DEFAULT_DATASET, RESULTS, labelled_images
+from PIL import Image
+from qdrant_client import QdrantClient
 
-from lookalike.encoders import load_encoder
+from lookalike.consumers import IndexPoint, QdrantIndex
+from lookalike.encoders import configure_threads, load_encoder
 from lookalike.events import ImageUploaded, InlineSource
 from lookalike.images import decode_image
-from lookalike.local_broker import free_port, running_broker
-from lookalike.publish import UploadPublisher, iter_image_files
+from lookalike.local_broker import free_port, start_local_broker, stop_local_broker
+from lookalike.publish import UploadPublisher
 from lookalike.settings import Settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared/datasets/clothing-small/train"
+MAX_PIXELS = 50_000_000
 
 
-def pick_images(dataset: Path, n: int) -> list[Path]:
-    """Round-robin over category folders, so every category is represented."""
-    per_category = [sorted(iter_image_files([d])) for d in sorted(dataset.iterdir()) if d.is_dir()]
-    picked: list[Path] = []
-    while len(picked) < n and any(per_category):
-        for files in per_category:
-            if files and len(picked) < n:
-                picked.append(files.pop(0))
-    return picked
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
 
 
-def bench_encoder(files: list[Path], batch_size: int) -> tuple[float, float]:
-    encoder = load_encoder("efficientnet-lite0", "auto")
-    blobs = [f.read_bytes() for f in files]
+def bench_decode(blobs: list[bytes], size: int) -> tuple[float, float]:
+    started = time.perf_counter()
+    for data in blobs:
+        decode_image(data, max_pixels=MAX_PIXELS)
+    full = rate(len(blobs), time.perf_counter() - started)
+    started = time.perf_counter()
+    for data in blobs:
+        decode_image(data, max_pixels=MAX_PIXELS, target_size=size)
+    return full, rate(len(blobs), time.perf_counter() - started)
+
+
+def bench_in_process(settings: Settings, blobs: list[bytes], batch: int) -> tuple[float, float]:
+    encoder = load_encoder(
+        settings.encoder,
+        settings.device,
+        precision=settings.precision,
+        compile=settings.compile,
+        chunk=settings.inference_batch,
+    )
     size = encoder.preprocessing.resize
 
-    def decode_and_preprocess(data: bytes):
-        return encoder.preprocess(decode_image(data, max_pixels=50_000_000, target_size=size))
+    def prepare(data: bytes) -> torch.Tensor:
+        return encoder.preprocess(decode_image(data, max_pixels=MAX_PIXELS, target_size=size))
 
-    tensors = [decode_and_preprocess(b) for b in blobs]
-    encoder.embed_tensors(tensors[:batch_size])  # warm-up
-    start = time.perf_counter()
-    for i in range(0, len(tensors), batch_size):
-        encoder.embed_tensors(tensors[i : i + batch_size])
-    encoder_alone = len(tensors) / (time.perf_counter() - start)
+    tensors = [prepare(b) for b in blobs]
+    encoder.embed_tensors(tensors[:batch])  # warm-up (and compilation, if on)
+    started = time.perf_counter()
+    for i in range(0, len(tensors), batch):
+        encoder.embed_tensors(tensors[i : i + batch])
+    encoder_alone = rate(len(tensors), time.perf_counter() - started)
 
-    start = time.perf_counter()
-    for i in range(0, len(blobs), batch_size):
-        encoder.embed_tensors([decode_and_preprocess(b) for b in blobs[i : i + batch_size]])
-    decode_encode = len(blobs) / (time.perf_counter() - start)
+    with ThreadPoolExecutor(settings.decode_threads) as pool:
+        started = time.perf_counter()
+        for i in range(0, len(blobs), batch):
+            encoder.embed_tensors(list(pool.map(prepare, blobs[i : i + batch])))
+        decode_encode = rate(len(blobs), time.perf_counter() - started)
     return encoder_alone, decode_encode
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.05):
+def bench_naive(settings: Settings, files: list[Path], tmp: Path) -> float:
+    """A hand-written loop: one image at a time, default fp32 model, one upsert per image."""
+    encoder = load_encoder(settings.encoder, settings.device, precision="fp32")
+    index = QdrantIndex(QdrantClient(path=str(tmp / "naive-qdrant")), "naive")
+    index.ensure_collection(encoder.version, encoder.dim)
+    started = time.perf_counter()
+    for i, path in enumerate(files):
+        image = Image.open(path).convert("RGB")
+        vector = encoder.embed_images([image])[0]
+        index.upsert(encoder.version, [IndexPoint(f"naive-{i}", vector, {"category": "x"})])
+    ips = rate(len(files), time.perf_counter() - started)
+    index.close()
+    return ips
+
+
+def indexed(api: str) -> int:
+    stats = httpx.get(f"{api}/stats", timeout=10).json()
+    return int(stats["indexed"].get(stats["serving_version"], 0))
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -77,7 +119,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.05):
         except httpx.HTTPError:
             pass
         time.sleep(interval)
-    raise TimeoutError
+    raise TimeoutError(f"gave up after {timeout}s")
+
+
+def ready_time(log_path: Path) -> float | None:
+    """Wall-clock time of Faust's "Worker: Ready" line (the consumer group is joined)."""
+    match = re.search(
+        rb"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] \[\^Worker\]: Ready",
+        log_path.read_bytes(),
+    )
+    if not match:
+        return None
+    return datetime.strptime(match.group(1).decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -87,131 +140,166 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def bench_pipeline(files: list[Path], batch_size: int, latency_samples: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
-        data_dir = Path(tmp) / "data"
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-        env |= {
-            "LOOKALIKE_BATCH_SIZE": str(batch_size),
-            "LOOKALIKE_LOG_LEVEL": os.environ.get("LOOKALIKE_LOG_LEVEL", "warning"),
-        }
-        RESULTS.mkdir(exist_ok=True)
-        log = open(RESULTS / "pipeline-worker.log", "wb")  # kept for reading after the run
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lookalike",
-                "up",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+def events_for(blobs: list[bytes], labels: list[str], prefix: str) -> list[ImageUploaded]:
+    return [
+        ImageUploaded(
+            image_id=f"{prefix}-{i}",
+            listing_id=f"l-{prefix}-{i}",
+            seller_id="bench",
+            category=label,
+            image=InlineSource(data=data),
         )
-        api = f"http://127.0.0.1:{port}"
-        try:
-            wait_until(lambda: httpx.get(f"{api}/health").status_code == 200, 180, 0.5)
-            broker = running_broker(data_dir / "broker.json")
-            assert broker is not None
-            settings = Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap)
-            events = [
-                ImageUploaded(
-                    image_id=f"bench-{i}",
-                    listing_id=f"l{i}",
-                    seller_id="bench",
-                    category=f.parent.name,
-                    image=InlineSource(data=f.read_bytes()),
-                )
-                for i, f in enumerate(files)
-            ]
-            with UploadPublisher(settings, broker.bootstrap) as publisher:
-                # Warm the worker (group join, first batch) before timing.
-                publisher.publish(events[0])
-                publisher.flush()
-                wait_until(lambda: indexed(api) >= 1, 120)
-                start = time.perf_counter()
-                for event in events[1:]:
-                    publisher.publish(event)
-                publisher.flush()
-                published = time.perf_counter()
-                wait_until(lambda: indexed(api) >= len(events), 600, 0.25)
-                done = time.perf_counter()
+        for i, (data, label) in enumerate(zip(blobs, labels, strict=True))
+    ]
 
-                latencies = []
-                for i in range(latency_samples):
-                    event = events[i].model_copy(update={"image_id": f"latency-{i}"})
-                    sent = time.perf_counter()
-                    publisher.publish(event)
-                    publisher.flush()
-                    wait_until(
-                        lambda e=event: httpx.get(f"{api}/images/{e.image_id}").status_code == 200,
-                        60,
-                        0.01,
-                    )
-                    latencies.append(time.perf_counter() - sent)
-            rss = peak_rss_mib(up.pid)
-        finally:
-            up.terminate()
-            up.wait(timeout=60)
-            log.close()
-    n = len(events) - 1
+
+def bench_pipeline(
+    blobs: list[bytes], labels: list[str], batch: int, tmp: Path, latency_samples: int
+) -> dict[str, float]:
+    broker_settings = Settings(data_dir=tmp / "broker")
+    broker, _ = start_local_broker(broker_settings)
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env |= {
+        "LOOKALIKE_BATCH_SIZE": str(batch),
+        "LOOKALIKE_LOG_LEVEL": "info",
+        "LOOKALIKE_KAFKA_BOOTSTRAP": broker.bootstrap,
+    }
+    settings = Settings(data_dir=tmp / "client", kafka_bootstrap=broker.bootstrap)
+    RESULTS.mkdir(exist_ok=True)
+    log_path = RESULTS / "pipeline-worker.log"
+    backlog = events_for(blobs, labels, "backlog")
+    live = events_for(blobs, labels, "live")
+    worker = None
+    try:
+        with UploadPublisher(settings, broker.bootstrap) as publisher:
+            for event in backlog:
+                publisher.publish(event)
+            publisher.flush()
+            with open(log_path, "wb") as log:
+                worker = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "lookalike",
+                        "worker",
+                        "--data-dir",
+                        str(tmp / "worker"),
+                        "--port",
+                        str(port),
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            wait_until(lambda: indexed(api) >= len(backlog), 600)
+            backlog_done = time.time()
+            ready = ready_time(log_path)
+            assert ready is not None, "no 'Worker: Ready' line in the worker log"
+            backlog_ips = rate(len(backlog), backlog_done - ready)
+
+            started = time.perf_counter()
+            for event in live:
+                publisher.publish(event)
+            publisher.flush()
+            wait_until(lambda: indexed(api) >= len(backlog) + len(live), 600)
+            live_ips = rate(len(live), time.perf_counter() - started)
+
+            latencies = []
+            for i in range(latency_samples):
+                event = live[i].model_copy(update={"image_id": f"latency-{i}"})
+                sent = time.perf_counter()
+                publisher.publish(event)
+                publisher.flush()
+                wait_until(
+                    lambda e=event: httpx.get(f"{api}/images/{e.image_id}").status_code == 200,
+                    60,
+                    0.01,
+                )
+                latencies.append(time.perf_counter() - sent)
+        rss = peak_rss_mib(worker.pid)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=60)
+        stop_local_broker(broker_settings)
     return {
-        "pipeline_ips": n / (done - start),
-        "drain_after_publish_s": done - published,
+        "backlog_ips": backlog_ips,
+        "live_ips": live_ips,
         "latency_median_s": statistics.median(latencies),
         "latency_max_s": max(latencies),
         "worker_peak_rss_mib": rss,
     }
 
 
-def indexed(api: str) -> int:
-    stats = httpx.get(f"{api}/stats", timeout=10).json()
-    return int(stats["indexed"].get(stats["serving_version"], 0))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--latency-samples", type=int, default=10)
+    parser.add_argument("--skip-naive", action="store_true")
     args = parser.parse_args()
-    if not args.dataset.is_dir():
-        sys.exit(
-            f"dataset folder {args.dataset} not found; pass --dataset DIR (a folder per category)"
-        )
-    files = pick_images(args.dataset, args.images)
+    pairs = labelled_images(args.dataset, args.images)
+    files = [path for path, _ in pairs]
+    labels = [label for _, label in pairs]
+    blobs = [path.read_bytes() for path in files]
+    settings = Settings()  # the worker's defaults (precision, threads, decode pool)
+    configure_threads(settings.torch_threads)
+    probe = load_encoder(
+        settings.encoder,
+        settings.device,
+        precision=settings.precision,
+        chunk=settings.inference_batch,
+    )
     print(
-        f"{len(files)} images from {args.dataset}, batch size {args.batch_size}, "
-        f"{os.cpu_count()} cores",
+        f"{len(files)} images from {args.dataset}; encoder {probe.version} "
+        f"({probe.precision}{', compiled' if settings.compile else ''}, forward passes of "
+        f"{probe.chunk}) on {probe.device}; "
+        f"batch {args.batch_size}; {os.cpu_count()} cores",
         flush=True,
     )
 
-    encoder_alone, decode_encode = bench_encoder(files, args.batch_size)
-    pipeline = bench_pipeline(files, args.batch_size, args.latency_samples)
+    full, draft = bench_decode(blobs, probe.preprocessing.resize)
+    del probe
+    encoder_alone, decode_encode = bench_in_process(settings, blobs, args.batch_size)
+    with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        naive = None if args.skip_naive else bench_naive(settings, files, tmp)
+        pipe = bench_pipeline(blobs, labels, args.batch_size, tmp, args.latency_samples)
 
     rows = [
+        ("decode only, full size (Pillow)", full),
+        ("decode only, reduced size (JPEG draft)", draft),
         ("encoder alone (pre-decoded tensors)", encoder_alone),
-        ("decode + encode (same process)", decode_encode),
-        ("whole pipeline (publish->Kafka->Faust->Qdrant)", pipeline["pipeline_ips"]),
+        ("decode + encode (in process)", decode_encode),
     ]
-    print(f"\n{'stage':<50} {'images/s':>9} {'x encoder':>10}")
+    if naive is not None:
+        rows.append(("naive baseline (1 image at a time, fp32)", naive))
+    rows += [
+        ("pipeline, backlog (Kafka -> Faust -> Qdrant)", pipe["backlog_ips"]),
+        ("pipeline, live (publish -> ... -> Qdrant)", pipe["live_ips"]),
+    ]
+    print(f"\n{'stage':<46} {'images/s':>9} {'x encoder':>10}")
     for name, ips in rows:
-        print(f"{name:<50} {ips:>9.1f} {ips / encoder_alone:>10.2f}")
-    print(f"\npipeline / decode+encode: {pipeline['pipeline_ips'] / decode_encode:.2f}")
-    print(f"drain after the last publish: {pipeline['drain_after_publish_s']:.1f} s")
+        print(f"{name:<46} {ips:>9.1f} {ips / encoder_alone:>10.2f}")
     print(
-        f"publish -> searchable (single upload, idle stack): median "
-        f"{pipeline['latency_median_s'] * 1000:.0f} ms, "
-        f"max {pipeline['latency_max_s'] * 1000:.0f} ms "
+        f"\npipeline backlog / decode+encode: {pipe['backlog_ips'] / decode_encode:.2f}"
+        f"   live / decode+encode: {pipe['live_ips'] / decode_encode:.2f}"
+    )
+    if naive is not None:
+        print(
+            f"pipeline backlog / naive: {pipe['backlog_ips'] / naive:.2f}"
+            f"   live / naive: {pipe['live_ips'] / naive:.2f}"
+        )
+    print(f"reduced-size decode / full decode: {draft / full:.2f}")
+    print(
+        f"publish -> searchable (single upload, idle worker): median "
+        f"{pipe['latency_median_s'] * 1000:.0f} ms, max {pipe['latency_max_s'] * 1000:.0f} ms "
         f"over {args.latency_samples}"
     )
-    print(f"worker peak RSS: {pipeline['worker_peak_rss_mib']:.0f} MiB")
+    print(f"worker peak RSS: {pipe['worker_peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -83,10 +83,16 @@ class Settings(BaseSettings):
         description="Inference precision. auto: bf16 where the CPU/GPU runs it natively, else fp32",
     )
     compile: bool = Field(
-        default=False, description="torch.compile the encoder (faster batches, slower start)."
+        default=True,
+        description="torch.compile the encoder: about 2x the images/s, about 15 s more start-up.",
     )
     torch_threads: int = Field(
         default=0, ge=0, description="Torch intra-op threads (0: all cores)."
+    )
+    inference_batch: int = Field(
+        default=8,
+        ge=1,
+        description="Images per forward pass (a micro-batch is embedded in chunks of this many).",
     )
     batch_size: int = Field(default=32, ge=1, description="Images per micro-batch.")
     batch_max_wait: float = Field(

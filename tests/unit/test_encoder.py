@@ -88,21 +88,21 @@ def test_preprocessing_intermediate_is_bounded_for_thin_images(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from fakes import TINY_PREPROCESSING
-
-    import lookalike.encoders.base as base
+    from PIL import Image
 
     sizes: list[tuple[int, int]] = []
-    real_resize = base.TF.resize
+    real_resize = Image.Image.resize
 
     def spy(image, *args, **kwargs):  # type: ignore[no-untyped-def]
         out = real_resize(image, *args, **kwargs)
         sizes.append(out.size)
         return out
 
-    monkeypatch.setattr(base.TF, "resize", spy)
-    tensor = TINY_PREPROCESSING(make_image("stripes", 0).resize((20_000, 1)))
+    thin = make_image("stripes", 0).resize((20_000, 1))
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    tensor = TINY_PREPROCESSING(thin)
     assert tuple(tensor.shape) == (3, 32, 32)
-    assert sizes, "Preprocessing no longer calls TF.resize: update this test"
+    assert sizes, "Preprocessing no longer calls Image.resize: update this test"
     # The intermediate image should stay within a small multiple of the crop, whatever the
     # aspect ratio (today: 640000x32 for this 32-pixel preprocessing).
     assert all(w * h <= 16 * 32 * 32 for w, h in sizes), sizes
@@ -111,7 +111,9 @@ def test_preprocessing_intermediate_is_bounded_for_thin_images(
 def test_preprocess_shape(encoder: Encoder) -> None:
     tensor = encoder.preprocess(make_image("circles", 0, size=300))
     assert tuple(tensor.shape) == (3, 224, 224)
-    assert tensor.dtype == torch.float32
+    assert tensor.dtype == torch.uint8  # normalised later, batched, inside the model
+    normalised = encoder.preprocessing(make_image("circles", 0, size=300))
+    assert normalised.dtype == torch.float32 and tuple(normalised.shape) == (3, 224, 224)
 
 
 # --- registry and device --------------------------------------------------------------------

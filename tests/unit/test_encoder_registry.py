@@ -340,7 +340,7 @@ def test_download_into_fresh_cache(
 
 
 def by_hand(base: Encoder, head: ProjectionHead, imgs: list) -> np.ndarray:
-    batch = torch.stack([base.preprocess(image) for image in imgs])
+    batch = torch.stack([base.preprocessing(image) for image in imgs])  # normalised floats
     with torch.inference_mode():
         out = torch.nn.functional.normalize(head(base.forward_features(batch).float()), dim=1)
     return out.numpy()

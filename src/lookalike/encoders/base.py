@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -20,7 +21,8 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms.v2 import functional as TF
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,17 +39,39 @@ class Preprocessing:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
 
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> uint8 CHW tensor of the centre crop, resized.
+
+        The central square is cropped and resized in one resampling pass (the same region as
+        "resize the short side, then centre-crop"), so a 20000x1 image cannot blow up into a
+        huge intermediate. Normalisation happens later, batched, inside the (compiled) model.
+        """
+        width, height = image.size
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        resized = image.resize(
+            (self.resize, self.resize),
+            _PIL_FILTERS[self.interpolation],
+            box=(left, top, left + side, top + side),
+        )
+        if self.crop != self.resize:
+            offset = (self.resize - self.crop) // 2
+            resized = resized.crop((offset, offset, offset + self.crop, offset + self.crop))
+        array = np.asarray(resized.convert("RGB"), dtype=np.uint8)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW -> normalised float NCHW, on the batch's device."""
+        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+        return (batch.float() / 255.0 - mean) / std
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> normalised CHW float tensor."""
-        mode = TF.InterpolationMode(self.interpolation)
-        # Crop the central square first: the same region as "resize the short side, then
-        # centre-crop", but a 20000x1 image cannot blow up into a huge intermediate.
-        side = min(image.size)
-        image = TF.center_crop(image, [side, side])
-        image = TF.resize(image, [self.resize, self.resize], interpolation=mode, antialias=True)
-        image = TF.center_crop(image, [self.crop, self.crop])
-        tensor = TF.pil_to_tensor(image).float().div_(255.0)
-        return TF.normalize(tensor, list(self.mean), list(self.std))
+        return self.normalize(self.pixels(image)[None])[0]
+
+
+_PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 def file_digest(path: Path, length: int = 8) -> str:
@@ -105,28 +129,75 @@ class Encoder(ABC):
         # One model, many callers (agent batches, search queries): serialise forward passes.
         self._lock = threading.Lock()
         self._dtype: torch.dtype | None = None
-        self._forward: Callable[[torch.Tensor], torch.Tensor] = self.forward_features
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self._features
         self.precision = "fp32"
         self.compiled = False
+        self.chunk = 8
 
-    def configure_inference(self, precision: Precision = "auto", compile: bool = False) -> None:
+    def configure_inference(
+        self, precision: Precision = "auto", compile: bool = False, chunk: int = 8
+    ) -> None:
+        """``chunk``: images per forward pass. On CPUs small chunks win (activations stay in
+        cache: measured 2x faster at 8 than at 32 for EfficientNet-Lite0); on a GPU, raise it."""
+        self.chunk = max(1, chunk)
         self._dtype = autocast_dtype(self.device, precision)
         self.precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self._dtype]
         self.compiled = compile
-        # dynamic=True: batch sizes vary (full batches, partial ones, single search queries).
-        self._forward = (
-            torch.compile(self.forward_features, dynamic=True) if compile else self.forward_features
-        )
+        if compile:
+            # Inference only: let Inductor fold the weights in as constants and pre-pack them for
+            # oneDNN (measured 1.5x on EfficientNet-Lite0 over compile without it).
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+        # One static shape (chunk x 3 x crop x crop; short chunks are padded): compiled once, never
+        # recompiled for a single search query or a partial batch.
+        self._forward = torch.compile(self._features, dynamic=False) if compile else self._features
+
+    def warm_up(self) -> None:
+        """Run one chunk so compilation and allocator warm-up happen now, not on the first
+        upload. If torch.compile cannot work here (no C++ compiler, say), fall back to eager."""
+        size = self.preprocessing.crop
+        try:
+            self.embed_tensors(torch.zeros(self.chunk, 3, size, size, dtype=torch.uint8))
+        except Exception as exc:
+            if not self.compiled:
+                raise
+            log.warning(
+                "torch.compile failed (%s: %s); running the encoder eagerly (LOOKALIKE_COMPILE=0 "
+                "skips the attempt)",
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+            )
+            self._forward = self._features
+            self.compiled = False
+            self.embed_tensors(torch.zeros(self.chunk, 3, size, size, dtype=torch.uint8))
 
     @abstractmethod
     def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
         """NCHW normalised batch on self.device -> N x dim features (not yet normalised)."""
 
+    def _features(self, batch: torch.Tensor) -> torch.Tensor:
+        # uint8 pixels (from preprocess) are normalised here, where compilation fuses it into
+        # the first layer; float input is taken as already normalised.
+        if batch.dtype == torch.uint8:
+            batch = self.preprocessing.normalize(batch)
+        return self.forward_features(batch)
+
+    def _forward_chunk(self, part: torch.Tensor) -> torch.Tensor:
+        n = part.shape[0]
+        if self.compiled and n < self.chunk:  # pad to the one compiled shape
+            padding = part[-1:].expand(self.chunk - n, *part.shape[1:])
+            part = torch.cat([part, padding]).contiguous(memory_format=torch.channels_last)
+        return self._forward(part)[:n].float()
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return self.preprocessing(image)
+        """Decoded image -> what :meth:`embed_tensors` takes: uint8 CHW pixels (4x smaller than
+        floats to hold, batch and move to a GPU)."""
+        return self.preprocessing.pixels(image)
 
     def embed_tensors(self, tensors: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
-        """Preprocessed CHW tensors -> (N, dim) float32, L2-normalised. Blocking: run off-loop."""
+        """Preprocessed CHW tensors (uint8 pixels, or normalised floats) -> (N, dim) float32,
+        L2-normalised. Blocking: run off-loop."""
         if isinstance(tensors, torch.Tensor):
             batch = tensors
         else:
@@ -142,8 +213,10 @@ class Encoder(ABC):
                 dtype=self._dtype or torch.float32,
                 enabled=self._dtype is not None,
             ):
-                features = self._forward(batch)
-            features = torch.nn.functional.normalize(features.float(), dim=1)
+                features = torch.cat(
+                    [self._forward_chunk(part) for part in batch.split(self.chunk)]
+                )
+            features = torch.nn.functional.normalize(features, dim=1)
             return features.cpu().numpy().astype(np.float32, copy=False)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -157,5 +230,6 @@ class Encoder(ABC):
             "device": str(self.device),
             "precision": self.precision,
             "compiled": self.compiled,
+            "chunk": self.chunk,
             "preprocessing": asdict(self.preprocessing),
         }

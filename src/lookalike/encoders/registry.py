@@ -118,6 +118,7 @@ def load_encoder(
     download: bool = False,
     precision: Precision = "fp32",
     compile: bool = False,
+    chunk: int = 8,
 ) -> Encoder:
     """Build encoder ``name`` (a registered name or a fine-tuned checkpoint path)."""
     torch_device = resolve_device(device)
@@ -139,7 +140,7 @@ def load_encoder(
                 f"{available_encoders()} or the path of a fine-tuned checkpoint (*.pt)"
             ) from None
         encoder = spec.build(spec.weights(weights, download), torch_device, download)
-    encoder.configure_inference(precision, compile)
+    encoder.configure_inference(precision, compile, chunk)
     return encoder
 
 
