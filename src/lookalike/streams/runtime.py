@@ -60,7 +60,12 @@ class Runtime:
             download=settings.download_weights,
             precision=settings.precision,
             compile=settings.compile,
+            chunk=settings.inference_batch,
         )
+        if encoder is None:
+            started = time.perf_counter()
+            self.encoder.warm_up()
+            log.info("encoder warmed up in %.1fs", time.perf_counter() - started)
         log.info(
             "encoder %s (%d dims) on %s, %s%s, %d torch threads",
             self.encoder.version,
