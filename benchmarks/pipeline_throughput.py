@@ -246,7 +246,7 @@ def main() -> None:
     labels = [label for _, label in pairs]
     blobs = [path.read_bytes() for path in files]
     settings = Settings()  # the worker's defaults (precision, threads, decode pool)
-    configure_threads(settings.torch_threads)
+    threads = configure_threads(settings.torch_threads, reserve=1)  # as the worker does
     probe = load_encoder(
         settings.encoder,
         settings.device,
@@ -257,7 +257,7 @@ def main() -> None:
         f"{len(files)} images from {args.dataset}; encoder {probe.version} "
         f"({probe.precision}{', compiled' if settings.compile else ''}, forward passes of "
         f"{probe.chunk}) on {probe.device}; "
-        f"batch {args.batch_size}; {os.cpu_count()} cores",
+        f"batch {args.batch_size}; {threads} torch threads on {os.cpu_count()} cores",
         flush=True,
     )
 

@@ -87,7 +87,9 @@ class Settings(BaseSettings):
         description="torch.compile the encoder: about 2x the images/s, about 15 s more start-up.",
     )
     torch_threads: int = Field(
-        default=0, ge=0, description="Torch intra-op threads (0: all cores)."
+        default=0,
+        ge=0,
+        description="Torch intra-op threads (0: cores - 1, leaving one to the pipeline).",
     )
     inference_batch: int = Field(
         default=8,

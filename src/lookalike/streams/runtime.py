@@ -52,7 +52,7 @@ class Runtime:
     def __init__(self, settings: Settings, encoder: Encoder | None = None) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        configure_threads(settings.torch_threads)
+        configure_threads(settings.torch_threads, reserve=1)
         self.encoder = encoder or load_encoder(
             settings.encoder,
             settings.device,
