@@ -91,7 +91,10 @@ def bench_in_process(settings: Settings, blobs: list[bytes], batch: int) -> tupl
 
 
 def bench_naive(settings: Settings, files: list[Path], tmp: Path) -> float:
-    """A hand-written loop: one image at a time, default fp32 model, one upsert per image."""
+    """A hand-written loop: one image at a time, default fp32 model, one upsert per image, with
+    torch's default threads (all cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
     encoder = load_encoder(settings.encoder, settings.device, precision="fp32")
     index = QdrantIndex(QdrantClient(path=str(tmp / "naive-qdrant")), "naive")
     index.ensure_collection(encoder.version, encoder.dim)
@@ -102,6 +105,7 @@ def bench_naive(settings: Settings, files: list[Path], tmp: Path) -> float:
         index.upsert(encoder.version, [IndexPoint(f"naive-{i}", vector, {"category": "x"})])
     ips = rate(len(files), time.perf_counter() - started)
     index.close()
+    torch.set_num_threads(previous)
     return ips
 
 

@@ -98,7 +98,9 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(default=32, ge=1, description="Images per micro-batch.")
     batch_max_wait: float = Field(
-        default=0.5, gt=0, description="Seconds to wait for a micro-batch to fill."
+        default=0.1,
+        gt=0,
+        description="Seconds to wait for a micro-batch to fill (bounds latency under light load).",
     )
     decode_threads: int = Field(default=4, ge=1, description="Threads fetching and decoding.")
     batches_in_flight: int = Field(
