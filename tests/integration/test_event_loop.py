@@ -17,7 +17,7 @@ from lookalike.settings import Settings
 
 from .stack import LookalikeProcess, clean_env, wait_for
 
-BATCH = 48
+BATCH = 64
 
 
 def test_api_stays_responsive_while_a_batch_is_embedded(broker: str, tmp_path: Path) -> None:
@@ -28,6 +28,9 @@ def test_api_stays_responsive_while_a_batch_is_embedded(broker: str, tmp_path: P
         LOOKALIKE_APP_ID=prefix,
         LOOKALIKE_BATCH_SIZE=str(BATCH),
         LOOKALIKE_BATCH_MAX_WAIT="2.0",
+        # Plain eager fp32: slow batches make a blocked loop impossible to miss.
+        LOOKALIKE_PRECISION="fp32",
+        LOOKALIKE_COMPILE="false",
     )
     worker = LookalikeProcess("worker", tmp_path / "data", env).start()
     try:
