@@ -12,7 +12,8 @@ def main() -> None:
         elif field.default is None:
             default = "unset"
         else:
-            default = f"`{str(field.default).lower() if isinstance(field.default, bool) else field.default}`"
+            value = field.default
+            default = f"`{str(value).lower() if isinstance(value, bool) else value}`"
         print(f"| `LOOKALIKE_{name.upper()}` | {default} | {field.description} |")
 
 
