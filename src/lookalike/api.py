@@ -101,6 +101,66 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
             limit = int(request.query.get("limit", 50))
             return self.json({"dead_letters": await off_loop(runtime.ledger.latest, limit)})
 
+    @app.page("/alerts")
+    class AlertsView(View):
+        async def get(self, request: Request) -> Response:
+            q = request.query
+            alerts = await off_loop(
+                lambda: runtime.alerts.list(
+                    seller_id=q.get("seller_id"),
+                    category=q.get("category"),
+                    status=q.get("status"),
+                    limit=int(q.get("limit", 50)),
+                )
+            )
+            return self.json({"alerts": alerts})
+
+    @app.page("/alerts/{alert_id}")
+    class AlertView(View):
+        async def get(self, request: Request, alert_id: str) -> Response:
+            alert = await off_loop(runtime.alerts.get, alert_id)
+            if alert is None:
+                return error(self, 404, f"no alert {alert_id!r}")
+            return self.json(alert)
+
+    @app.page("/alerts/{alert_id}/review")
+    class ReviewView(View):
+        async def post(self, request: Request, alert_id: str) -> Response:
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except json.JSONDecodeError as exc:
+                return error(self, 400, f"request body is not valid JSON: {exc}")
+            decision = body.get("decision") if isinstance(body, dict) else None
+            if decision not in ("confirmed", "dismissed"):
+                return error(self, 400, 'review needs {"decision": "confirmed" | "dismissed"}')
+            result = await off_loop(runtime.review_alert, alert_id, decision, body.get("note"))
+            if result is None:
+                return error(self, 404, f"no alert {alert_id!r}")
+            return self.json(result)
+
+    @app.page("/exemplars")
+    class ExemplarsView(View):
+        async def get(self, request: Request) -> Response:
+            if runtime.validator is None:
+                return error(self, 409, "category validation is off (LOOKALIKE_VALIDATION_ENABLED)")
+            return self.json({"exemplars": runtime.validator.exemplar_counts()})
+
+        async def post(self, request: Request) -> Response:
+            if runtime.validator is None:
+                return error(self, 409, "category validation is off (LOOKALIKE_VALIDATION_ENABLED)")
+            form = await request.post()
+            upload = form.get("image")
+            category = form.get("category")
+            if upload is None or not hasattr(upload, "file") or not category:
+                return error(self, 400, "exemplars need a file field 'image' and a 'category'")
+            try:
+                result = await off_loop(
+                    runtime.add_exemplar, upload.file.read(), str(category), form.get("exemplar_id")
+                )
+            except ImageRejected as exc:
+                return error(self, 422, f"exemplar image rejected: {exc.reason}")
+            return self.json(result)
+
     @app.page("/health")
     class HealthView(View):
         async def get(self, request: Request) -> Response:

@@ -346,5 +346,126 @@ def show(image_id: str, port: int | None) -> None:
     _print_json(_call(_settings(api_port=port), "GET", f"/images/{image_id}"))
 
 
+@main.command()
+@click.option("--seller", "seller_id", default=None, help="Only this seller's alerts.")
+@click.option("--category", default=None, help="Declared or predicted category.")
+@click.option("--status", type=click.Choice(["open", "confirmed", "dismissed"]), default=None)
+@click.option("--limit", default=20, show_default=True)
+@port_option
+def alerts(
+    seller_id: str | None, category: str | None, status: str | None, limit: int, port: int | None
+) -> None:
+    """Category alerts, latest first: uploads that do not look like their declared category."""
+    params = {"seller_id": seller_id, "category": category, "status": status, "limit": limit}
+    body = _call(
+        _settings(api_port=port),
+        "GET",
+        "/alerts",
+        params={k: v for k, v in params.items() if v is not None},
+    )
+    _print_json(body)
+
+
+@main.command()
+@click.argument("alert_id")
+@click.argument("decision", type=click.Choice(["confirm", "dismiss"]))
+@click.option("--note", default=None, help="Why (kept with the alert).")
+@port_option
+def review(alert_id: str, decision: str, note: str | None, port: int | None) -> None:
+    """Confirm an alert (the image's category is corrected in the index) or dismiss it."""
+    status = {"confirm": "confirmed", "dismiss": "dismissed"}[decision]
+    _print_json(
+        _call(
+            _settings(api_port=port),
+            "POST",
+            f"/alerts/{alert_id}/review",
+            json={"decision": status, "note": note},
+        )
+    )
+
+
+@main.command()
+@click.argument("image_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--category", required=True, help="The category this image is an example of.")
+@click.option("--id", "exemplar_id", default=None, help="Exemplar id (default: content hash).")
+@port_option
+def exemplar(image_file: Path, category: str, exemplar_id: str | None, port: int | None) -> None:
+    """Register an example image of a category for validation (no retraining; one is enough
+    for a new category)."""
+    data = {"category": category, **({"exemplar_id": exemplar_id} if exemplar_id else {})}
+    files = {"image": (image_file.name, image_file.read_bytes(), "application/octet-stream")}
+    _print_json(_call(_settings(api_port=port), "POST", "/exemplars", files=files, data=data))
+
+
+@main.command("validate-eval")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--mislabel-rate", default=0.1, show_default=True, help="Share of wrong categories.")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--threshold", type=float, default=None, help="[default: LOOKALIKE_VALIDATION_THRESHOLD]"
+)
+@click.option("--encoder", default=None, help="[default: LOOKALIKE_ENCODER]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def validate_eval_command(
+    dataset_dir: Path,
+    mislabel_rate: float,
+    seed: int,
+    threshold: float | None,
+    encoder: str | None,
+    as_json: bool,
+) -> None:
+    """Inject wrong categories into DATASET_DIR (a folder per category), run the validator as the
+    stream does, and print precision, recall and the precision/recall curve over thresholds."""
+    from .encoders import configure_threads, load_encoder
+    from .validation import ValidationSettings
+    from .validation_eval import validate_eval
+
+    settings = _settings(encoder=encoder, validation_threshold=threshold)
+    _setup_logging("warning")
+    try:
+        configure_threads(settings.torch_threads)
+        model = load_encoder(
+            settings.encoder,
+            settings.device,
+            weights=settings.encoder_weights,
+            precision=settings.precision,
+            compile=settings.compile,
+            chunk=settings.inference_batch,
+        )
+        model.warm_up()
+        report = validate_eval(
+            dataset_dir,
+            model,
+            ValidationSettings(
+                threshold=settings.validation_threshold,
+                k=settings.validation_k,
+                min_examples=settings.validation_min_examples,
+                exclude_same_seller=settings.validation_exclude_same_seller,
+            ),
+            mislabel_rate=mislabel_rate,
+            seed=seed,
+            progress=not as_json,
+        )
+    except LookalikeError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(
+        f"{report['images']} images, {report['mislabelled']} mislabelled "
+        f"({mislabel_rate:.0%}), {report['cannot_judge']} could not be judged"
+    )
+    click.echo(
+        f"at threshold {report['threshold']}: precision {report['precision']:.3f}, "
+        f"recall {report['recall']:.3f}, {report['flagged']} alerts\n"
+    )
+    click.echo(f"{'threshold':>9} {'alerts':>7} {'precision':>9} {'recall':>7}")
+    for point in report["curve"]:
+        click.echo(
+            f"{point['threshold']:>9.2f} {point['flagged']:>7} "
+            f"{point['precision']:>9.3f} {point['recall']:>7.3f}"
+        )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -142,3 +142,35 @@ def parse_upload(raw: bytes | str) -> ImageUploaded:
         raise InvalidEvent(
             f"event does not match the ImageUploaded schema: {problems}", stage="validate"
         ) from None
+
+
+class Neighbour(_Model):
+    """One piece of evidence: a similar image (or registered exemplar) and its category."""
+
+    image_id: str
+    score: float
+    category: str
+    seller_id: str | None = None
+    exemplar: bool = False
+
+
+class CategoryAlert(_Model):
+    """An upload whose image does not look like its declared category."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["category_alert"] = "category_alert"
+    alert_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    image_id: str
+    listing_id: str
+    seller_id: str
+    declared_category: str
+    predicted_category: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    model_version: str
+    votes: dict[str, float] = Field(description="Share of the evidence per category.")
+    prototype_scores: dict[str, float] = Field(
+        default_factory=dict, description="Cosine similarity to each category's prototype."
+    )
+    evidence: list[Neighbour]
+    source_event_id: str
+    raised_at: datetime = Field(default_factory=utcnow)

@@ -109,6 +109,26 @@ class Settings(BaseSettings):
         description="Micro-batches in flight (one decodes while another is embedded).",
     )
 
+    # --- category validation ---------------------------------------------------------------
+    validation_enabled: bool = Field(
+        default=True, description="Check each upload's declared category against its neighbours."
+    )
+    validation_threshold: float = Field(
+        default=0.85,
+        ge=0.0,
+        le=1.0,
+        description="Alert when confidence >= this (see `lookalike validate-eval` for the curve).",
+    )
+    validation_k: int = Field(default=30, ge=1, description="Neighbours consulted per upload.")
+    validation_min_examples: int = Field(
+        default=5,
+        ge=1,
+        description="Below this many images (and no exemplar) a category cannot be judged.",
+    )
+    validation_exclude_same_seller: bool = Field(
+        default=False, description="Ignore the seller's own images as evidence."
+    )
+
     # --- input safety --------------------------------------------------------------------------
     image_root: Path | None = Field(
         default=None,
@@ -150,6 +170,14 @@ class Settings(BaseSettings):
     @property
     def dead_letters_topic(self) -> str:
         return self.topic("dead-letters")
+
+    @property
+    def alerts_topic(self) -> str:
+        return self.topic("alerts")
+
+    @property
+    def alerts_path(self) -> Path:
+        return self.data_dir / "alerts.sqlite"
 
     @property
     def serving_alias(self) -> str:

@@ -177,6 +177,17 @@ class QdrantIndex:
                 wait=True,
             )
 
+    def update_payload(self, version: str, image_id: str, payload: Mapping[str, Any]) -> bool:
+        """Change payload fields of one image without re-embedding. False if it is not there."""
+        name = self.collection_name(version)
+        with self._lock:
+            if not self.client.retrieve(name, ids=[point_id(image_id)]):
+                return False
+            self.client.set_payload(
+                name, payload=dict(payload), points=[point_id(image_id)], wait=True
+            )
+        return True
+
     def get(self, version: str, image_id: str, with_vector: bool = False) -> dict[str, Any] | None:
         with self._lock:
             records = self.client.retrieve(
@@ -218,6 +229,74 @@ class QdrantIndex:
             )
             for p in response.points
         ]
+
+    def search_many(
+        self,
+        version: str,
+        vectors: Sequence[np.ndarray],
+        k: int,
+        filters: Sequence[models.Filter | None],
+        collection: str | None = None,
+    ) -> list[list[Hit]]:
+        """One batched request for several queries, each with its own filter."""
+        if not vectors:
+            return []
+        name = collection or self.collection_name(version)
+        requests = [
+            models.QueryRequest(
+                query=np.asarray(v, dtype=np.float32).tolist(),
+                limit=k,
+                filter=f,
+                with_payload=True,
+            )
+            for v, f in zip(vectors, filters, strict=True)
+        ]
+        with self._lock:
+            if not self.client.collection_exists(name):
+                return [[] for _ in vectors]
+            responses = self.client.query_batch_points(name, requests=requests)
+        return [
+            [
+                Hit(str((p.payload or {}).get("image_id")), p.score, p.payload or {})
+                for p in response.points
+            ]
+            for response in responses
+        ]
+
+    def count_where(self, collection: str, key: str, value: str) -> int:
+        with self._lock:
+            if not self.client.collection_exists(collection):
+                return 0
+            return self.client.count(
+                collection,
+                count_filter=models.Filter(
+                    must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))]
+                ),
+                exact=True,
+            ).count
+
+    def scroll_vectors(self, collection: str, batch: int = 256):
+        """Yield (payload, vector) for every point of ``collection``."""
+        offset = None
+        while True:
+            with self._lock:
+                if not self.client.collection_exists(collection):
+                    return
+                records, offset = self.client.scroll(
+                    collection, limit=batch, offset=offset, with_payload=True, with_vectors=True
+                )
+            for record in records:
+                yield record.payload or {}, np.asarray(record.vector, dtype=np.float32)
+            if offset is None:
+                return
+
+    def ensure_named_collection(self, name: str, dim: int) -> None:
+        with self._lock:
+            if not self.client.collection_exists(name):
+                self.client.create_collection(
+                    name,
+                    vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                )
 
     def count(self, version: str) -> int:
         with self._lock:

@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from ..consumers import DeadLetterWriter
+from ..consumers import AlertWriter, DeadLetterWriter
 from ..settings import Settings
 from .batches import InFlightBatches
 from .runtime import Runtime
@@ -61,10 +61,24 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
         await delivered  # resolve only once the broker has it: the offset is acked after this
 
     dlq_writer = DeadLetterWriter(send_dead_letter, runtime.ledger)
+    alerts = app.topic(
+        settings.alerts_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+
+    async def send_alert(key: bytes | None, value: bytes) -> None:
+        delivered = await alerts.send(key=key, value=value)
+        await delivered
+
+    alert_writer = AlertWriter(send_alert, runtime.alerts)
 
     @app.agent(uploads, name="index-uploads")
     async def index_uploads(stream: faust.StreamT) -> None:
-        batches = InFlightBatches(runtime, dlq_writer, depth=settings.batches_in_flight)
+        batches = InFlightBatches(
+            runtime, dlq_writer, depth=settings.batches_in_flight, alerts=alert_writer
+        )
         try:
             async for events in stream.take_events(
                 settings.batch_size, within=settings.batch_max_wait

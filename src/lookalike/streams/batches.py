@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from faust.types import EventT
 
-from ..consumers import DeadLetterWriter
+from ..consumers import AlertWriter, DeadLetterWriter
 from .indexing import BatchResult, InboundMessage
 from .runtime import Runtime
 
@@ -28,9 +28,16 @@ T = TypeVar("T")
 
 
 class InFlightBatches:
-    def __init__(self, runtime: Runtime, dead_letters: DeadLetterWriter, depth: int = 2) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        dead_letters: DeadLetterWriter,
+        depth: int = 2,
+        alerts: AlertWriter | None = None,
+    ) -> None:
         self.runtime = runtime
         self.dead_letters = dead_letters
+        self.alerts = alerts
         self._slots = asyncio.Semaphore(depth)
         self._last_written: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -92,6 +99,8 @@ class InFlightBatches:
             new_letters = await self._retrying(
                 "dead-lettering", lambda: self._write_dead_letters(result)
             )
+            if result.alerts and self.alerts is not None:
+                await self._retrying("alerting", lambda: self._write_alerts(result))
         finally:
             if not written.done():
                 written.set_result(None)
@@ -113,6 +122,20 @@ class InFlightBatches:
             )
             new_letters += await self.dead_letters.write(letter)  # idempotent on retry
         return new_letters
+
+    async def _write_alerts(self, result: BatchResult) -> None:
+        assert self.alerts is not None
+        for alert in result.alerts:
+            if await self.alerts.write(alert):  # idempotent on retry and replay
+                log.warning(
+                    "category alert %s: image %s of seller %s declared %r looks like %r (%.2f)",
+                    alert.alert_id,
+                    alert.image_id,
+                    alert.seller_id,
+                    alert.declared_category,
+                    alert.predicted_category,
+                    alert.confidence,
+                )
 
     async def _off_loop(self, executor: Any, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
@@ -140,6 +163,8 @@ class InFlightBatches:
         counters.dead_letters += new_letters
         counters.batches += 1
         counters.last_batch_seconds = elapsed
+        for outcome, n in result.verdicts.items():
+            counters.verdicts[outcome] = counters.verdicts.get(outcome, 0) + n
         stages = " ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
         log.info(
             "batch of %d: %d indexed, %d dead-lettered in %.2fs (%s)",

@@ -22,8 +22,9 @@ import torch
 from ..consumers.qdrant_index import IndexPoint, QdrantIndex
 from ..encoders.base import Encoder
 from ..errors import ImageRejected
-from ..events import DeadLetter, ImageUploaded, parse_upload
+from ..events import CategoryAlert, DeadLetter, ImageUploaded, parse_upload
 from ..images import ImageFetcher, decode_image, original_size
+from ..validation import CategoryValidator, Upload
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     #: Seconds spent per stage (prepare = parse + fetch + decode + preprocess), for logs/stats.
     timings: dict[str, float] = field(default_factory=dict)
+    #: Category validation: outcome counts, and the alerts to publish.
+    verdicts: dict[str, int] = field(default_factory=dict)
+    alerts: list[CategoryAlert] = field(default_factory=list)
     #: Between stages: the images still going, and (after embed) their vectors.
     prepared: list[_Prepared] = field(default_factory=list, repr=False)
     vectors: list = field(default_factory=list, repr=False)
@@ -94,6 +98,7 @@ class IndexingPipeline:
         max_pixels: int,
         decode_threads: int = 4,
         versions: Sequence[str] | None = None,
+        validator: CategoryValidator | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index
@@ -101,6 +106,7 @@ class IndexingPipeline:
         self.max_pixels = max_pixels
         # Model versions every upload is written to (the rollout issue adds a candidate here).
         self.versions = list(versions or [encoder.version])
+        self.validator = validator
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
 
     def close(self) -> None:
@@ -186,6 +192,12 @@ class IndexingPipeline:
         """Upsert into every target version. Raises on infrastructure failure: retry it."""
         if not result.prepared:
             return result
+        uploads = [
+            Upload(item.event.image_id, item.event.seller_id, item.event.category, vector)
+            for item, vector in zip(result.prepared, result.vectors, strict=True)
+        ]
+        if self.validator is not None:
+            self._validate(result, uploads)
         started = time.perf_counter()
         now = datetime.now(UTC).isoformat()
         for version in self.versions:
@@ -196,7 +208,37 @@ class IndexingPipeline:
             self.index.upsert(version, points)
         result.timings["upsert"] = time.perf_counter() - started
         result.indexed = [item.event.image_id for item in result.prepared]
+        if self.validator is not None:
+            self.validator.observe(uploads)
         return result
+
+    def _validate(self, result: BatchResult, uploads: list[Upload]) -> None:
+        """Judge each upload against what was indexed before its batch (uploads are indexed
+        whatever the verdict)."""
+        assert self.validator is not None
+        started = time.perf_counter()
+        verdicts = self.validator.judge(uploads)
+        for item, verdict in zip(result.prepared, verdicts, strict=True):
+            result.verdicts[verdict.outcome] = result.verdicts.get(verdict.outcome, 0) + 1
+            if verdict.outcome != "mismatch":
+                continue
+            event = item.event
+            result.alerts.append(
+                CategoryAlert(
+                    image_id=event.image_id,
+                    listing_id=event.listing_id,
+                    seller_id=event.seller_id,
+                    declared_category=event.category,
+                    predicted_category=str(verdict.predicted),
+                    confidence=min(1.0, max(0.0, verdict.confidence)),
+                    model_version=self.validator.version,
+                    votes=verdict.votes,
+                    prototype_scores=verdict.prototype_scores,
+                    evidence=verdict.evidence,
+                    source_event_id=event.event_id,
+                )
+            )
+        result.timings["validate"] = time.perf_counter() - started
 
     def process(self, messages: Sequence[InboundMessage]) -> BatchResult:
         """All three stages in a row. Blocking: run in an executor."""

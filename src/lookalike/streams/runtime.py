@@ -6,19 +6,22 @@ work (inference, Qdrant, SQLite) off the event loop so Faust keeps heart-beating
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import torch
 
-from ..consumers import DeadLetterLedger, QdrantIndex
+from ..consumers import AlertStore, DeadLetterLedger, QdrantIndex
 from ..encoders import Encoder, configure_threads, load_encoder
 from ..errors import ConfigurationError
-from ..images import ImageFetcher
+from ..images import ImageFetcher, decode_image
 from ..search import SearchService
 from ..settings import Settings
+from ..validation import CategoryValidator, ValidationSettings
 from .indexing import IndexingPipeline
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ class Counters:
     dead_letters: int = 0
     batches: int = 0
     last_batch_seconds: float = 0.0
+    verdicts: dict[str, int] = field(default_factory=dict)
 
 
 def open_index(settings: Settings) -> QdrantIndex:
@@ -89,12 +93,27 @@ class Runtime:
             )
         self.fetcher = ImageFetcher.from_settings(settings)
         self.ledger = DeadLetterLedger(settings.ledger_path)
+        self.alerts = AlertStore(settings.alerts_path)
+        self.validator: CategoryValidator | None = None
+        if settings.validation_enabled:
+            self.validator = CategoryValidator(
+                self.index,
+                self.encoder.version,
+                self.encoder.dim,
+                ValidationSettings(
+                    threshold=settings.validation_threshold,
+                    k=settings.validation_k,
+                    min_examples=settings.validation_min_examples,
+                    exclude_same_seller=settings.validation_exclude_same_seller,
+                ),
+            )
         self.pipeline = IndexingPipeline(
             self.encoder,
             self.index,
             self.fetcher,
             max_pixels=settings.max_image_pixels,
             decode_threads=settings.decode_threads,
+            validator=self.validator,
         )
         self.search = SearchService(self.encoder, self.index, settings.max_image_pixels)
         # One thread per pipeline stage, so consecutive batches overlap (prepare fans out to the
@@ -114,6 +133,8 @@ class Runtime:
             "indexed": {v: self.index.count(v) for v in self.index.versions()},
             "dead_letters": self.ledger.count(),
             "dead_letters_by_stage": self.ledger.count_by_stage(),
+            "alerts": self.alerts.counts(),
+            "validation": dict(self.counters.verdicts),
             "worker": {
                 "uptime_seconds": round(time.time() - self.counters.started_at, 1),
                 "events_consumed": self.counters.events_consumed,
@@ -122,6 +143,46 @@ class Runtime:
                 "batches": self.counters.batches,
                 "last_batch_seconds": round(self.counters.last_batch_seconds, 3),
             },
+        }
+
+    def review_alert(self, alert_id: str, decision: str, note: str | None) -> dict | None:
+        """Blocking. A confirmed alert corrects the image's category in every version."""
+        alert = self.alerts.get(alert_id)
+        if alert is None:
+            return None
+        now = datetime.now(UTC).isoformat()
+        self.alerts.review(alert_id, decision, now, note)  # type: ignore[arg-type]
+        corrected = False
+        if decision == "confirmed":
+            for version in self.index.versions():
+                corrected |= self.index.update_payload(
+                    version,
+                    alert["image_id"],
+                    {
+                        "category": alert["predicted_category"],
+                        "declared_category": alert["declared_category"],
+                        "category_corrected_at": now,
+                    },
+                )
+        log.info("alert %s %s (index corrected: %s)", alert_id, decision, corrected)
+        return {**(self.alerts.get(alert_id) or {}), "index_corrected": corrected}
+
+    def add_exemplar(self, data: bytes, category: str, exemplar_id: str | None) -> dict:
+        """Blocking: decode, embed, register."""
+        assert self.validator is not None
+        image = decode_image(
+            data,
+            max_pixels=self.settings.max_image_pixels,
+            target_size=self.encoder.preprocessing.resize,
+        )
+        vector = self.encoder.embed_images([image])[0]
+        exemplar_id = exemplar_id or "exemplar-" + hashlib.sha256(data).hexdigest()[:16]
+        self.validator.add_exemplar(exemplar_id, category, vector)
+        log.info("registered exemplar %s for category %r", exemplar_id, category)
+        return {
+            "exemplar_id": exemplar_id,
+            "category": category,
+            "exemplars": self.validator.exemplar_counts().get(category, 0),
         }
 
     def close(self) -> None:
@@ -135,4 +196,5 @@ class Runtime:
         self.pipeline.close()
         self.fetcher.close()
         self.ledger.close()
+        self.alerts.close()
         self.index.close()

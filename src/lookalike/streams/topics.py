@@ -2,6 +2,7 @@
 
 uploads       ImageUploaded events, keyed by image id (so one image's events stay ordered)
 dead-letters  DeadLetter records: the original payload, the reason and the failing stage
+alerts        CategoryAlert records: uploads that do not look like their declared category
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from ..settings import Settings
 
 UPLOADS = "uploads"
 DEAD_LETTERS = "dead-letters"
+ALERTS = "alerts"
 
 
 def topic_names(settings: Settings) -> dict[str, str]:
-    return {name: settings.topic(name) for name in (UPLOADS, DEAD_LETTERS)}
+    return {name: settings.topic(name) for name in (UPLOADS, DEAD_LETTERS, ALERTS)}

@@ -1,0 +1,265 @@
+"""Category validation: does an upload look like the category its seller declared?
+
+The prediction combines two kinds of evidence, both read from the index:
+  * neighbours: the top-k most similar catalogue images (never the image itself; optionally not
+    the same seller's), each voting for its category with weight similarity**power, plus the
+    registered exemplars of each category (one exemplar is enough for a new category);
+  * prototypes: each category's mean vector (its catalogue images and exemplars).
+An upload is a *mismatch* when another category wins with ``confidence`` = 1 - (score of the
+declared category / score of the winner) >= the threshold: the image must look like the winner
+*and* not like what was declared, so confusable pairs (shirt / t-shirt) rarely accuse anyone.
+A declared category with fewer than ``min_examples`` images and no exemplar cannot be judged:
+no accusation without evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from qdrant_client import models
+
+from .consumers.qdrant_index import Hit, IndexPoint, QdrantIndex, point_id
+from .events import Neighbour
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["ok", "mismatch", "cannot_judge"]
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """Defaults calibrated with `lookalike validate-eval` on clothing-small, 10% mislabels,
+    three random stream orders: precision >= 0.90 at recall ~0.79 (see the README)."""
+
+    threshold: float = 0.85
+    k: int = 30
+    min_examples: int = 5
+    exclude_same_seller: bool = False
+    power: float = 4.0  # near neighbours count much more than far ones
+    prototype_weight: float = 0.6
+    prototype_temperature: float = 0.05
+
+
+@dataclass(frozen=True)
+class Upload:
+    image_id: str
+    seller_id: str
+    category: str
+    vector: np.ndarray
+
+
+@dataclass
+class Verdict:
+    outcome: Outcome
+    declared: str
+    predicted: str | None
+    confidence: float
+    votes: dict[str, float] = field(default_factory=dict)
+    prototype_scores: dict[str, float] = field(default_factory=dict)
+    evidence: list[Neighbour] = field(default_factory=list)
+
+
+class Prototypes:
+    """Running mean vector per category (catalogue images and exemplars)."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, np.ndarray] = {}
+        self._counts: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def add(self, category: str, vector: np.ndarray) -> None:
+        with self._lock:
+            if category in self._sums:
+                self._sums[category] += vector
+            else:
+                self._sums[category] = np.array(vector, dtype=np.float64)
+            self._counts[category] += 1
+
+    def count(self, category: str) -> int:
+        return self._counts.get(category, 0)
+
+    def similarities(self, vector: np.ndarray) -> dict[str, float]:
+        with self._lock:
+            items = list(self._sums.items())
+        scores = {}
+        for category, total in items:
+            norm = np.linalg.norm(total)
+            if norm > 0:
+                scores[category] = float(np.dot(vector, total / norm))
+        return scores
+
+
+class CategoryValidator:
+    def __init__(
+        self,
+        index: QdrantIndex,
+        version: str,
+        dim: int,
+        settings: ValidationSettings | None = None,
+        load_prototypes: bool = True,
+    ) -> None:
+        self.index = index
+        self.version = version
+        self.settings = settings or ValidationSettings()
+        self.exemplar_collection = f"exemplars-{index.prefix}-{version}"
+        index.ensure_named_collection(self.exemplar_collection, dim)
+        self.prototypes = Prototypes()
+        self._catalogue_counts: dict[str, int] = defaultdict(int)
+        self._exemplar_counts: dict[str, int] = defaultdict(int)
+        self._seen: set[str] = set()
+        if load_prototypes:
+            self._load()
+
+    def _load(self) -> None:
+        """Rebuild prototypes and per-category counts from the index (start-up)."""
+        for payload, vector in self.index.scroll_vectors(self.index.collection_name(self.version)):
+            self._remember(str(payload.get("image_id")), str(payload.get("category")), vector)
+        for payload, vector in self.index.scroll_vectors(self.exemplar_collection):
+            category = str(payload.get("category"))
+            self._exemplar_counts[category] += 1
+            self.prototypes.add(category, vector)
+
+    def _remember(self, image_id: str, category: str, vector: np.ndarray) -> None:
+        # A replaced image is counted once (its first vector stays in the prototype: close enough).
+        if image_id in self._seen:
+            return
+        self._seen.add(image_id)
+        self._catalogue_counts[category] += 1
+        self.prototypes.add(category, vector)
+
+    def observe(self, uploads: Sequence[Upload]) -> None:
+        """Call after ``uploads`` were written to the index."""
+        for upload in uploads:
+            self._remember(upload.image_id, upload.category, upload.vector)
+
+    def support(self, category: str) -> int:
+        return self._catalogue_counts.get(category, 0) + self._exemplar_counts.get(category, 0)
+
+    # --- exemplars -------------------------------------------------------------------------
+    def add_exemplar(self, exemplar_id: str, category: str, vector: np.ndarray) -> None:
+        """Register an example image of ``category``: usable at once, no retraining."""
+        self.index.client.upsert(
+            self.exemplar_collection,
+            points=[
+                models.PointStruct(
+                    id=point_id(exemplar_id),
+                    vector=np.asarray(vector, dtype=np.float32).tolist(),
+                    payload={"image_id": exemplar_id, "category": category, "exemplar": True},
+                )
+            ],
+            wait=True,
+        )
+        self._exemplar_counts[category] += 1
+        self.prototypes.add(category, np.asarray(vector, dtype=np.float32))
+
+    def exemplar_counts(self) -> dict[str, int]:
+        return dict(self._exemplar_counts)
+
+    # --- judging ---------------------------------------------------------------------------
+    def _filter(self, upload: Upload) -> models.Filter:
+        must_not: list[models.Condition] = [
+            models.HasIdCondition(has_id=[point_id(upload.image_id)])
+        ]
+        if self.settings.exclude_same_seller:
+            must_not.append(
+                models.FieldCondition(
+                    key="seller_id", match=models.MatchValue(value=upload.seller_id)
+                )
+            )
+        return models.Filter(must_not=must_not)
+
+    def judge(self, uploads: Sequence[Upload]) -> list[Verdict]:
+        """Blocking (Qdrant queries): run off the event loop."""
+        if not uploads:
+            return []
+        k = self.settings.k
+        vectors = [u.vector for u in uploads]
+        catalogue = self.index.search_many(
+            self.version, vectors, k, [self._filter(u) for u in uploads]
+        )
+        exemplars = self.index.search_many(
+            self.version, vectors, k, [None] * len(uploads), collection=self.exemplar_collection
+        )
+        return [
+            self._verdict(upload, hits, ex_hits)
+            for upload, hits, ex_hits in zip(uploads, catalogue, exemplars, strict=True)
+        ]
+
+    def _verdict(self, upload: Upload, hits: list[Hit], exemplar_hits: list[Hit]) -> Verdict:
+        s = self.settings
+        evidence = [
+            Neighbour(
+                image_id=h.image_id,
+                score=round(float(h.score), 4),
+                category=str(h.payload.get("category")),
+                seller_id=h.payload.get("seller_id"),
+            )
+            for h in hits
+        ] + [
+            Neighbour(
+                image_id=h.image_id,
+                score=round(float(h.score), 4),
+                category=str(h.payload.get("category")),
+                exemplar=True,
+            )
+            for h in exemplar_hits
+        ]
+        if self.support(upload.category) < s.min_examples and not self._exemplar_counts.get(
+            upload.category
+        ):
+            return Verdict("cannot_judge", upload.category, None, 0.0, evidence=evidence)
+        weights: dict[str, float] = defaultdict(float)
+        for n in evidence:
+            weights[n.category] += max(n.score, 0.0) ** s.power
+        total = sum(weights.values())
+        votes = {c: w / total for c, w in weights.items()} if total > 0 else {}
+        prototype_scores = self.prototypes.similarities(upload.vector)
+        proto_probs = _softmax(prototype_scores, temperature=s.prototype_temperature)
+        categories = set(votes) | set(proto_probs)
+        combined = {
+            c: (1 - s.prototype_weight) * votes.get(c, 0.0)
+            + s.prototype_weight * proto_probs.get(c, 0.0)
+            for c in categories
+        }
+        if not combined:
+            return Verdict("cannot_judge", upload.category, None, 0.0, evidence=evidence)
+        predicted = max(combined, key=combined.__getitem__)
+        confidence = 1.0 - combined.get(upload.category, 0.0) / combined[predicted]
+        outcome: Outcome = (
+            "mismatch" if predicted != upload.category and confidence >= s.threshold else "ok"
+        )
+        return Verdict(
+            outcome,
+            upload.category,
+            predicted,
+            round(confidence, 4),
+            {c: round(v, 4) for c, v in sorted(combined.items(), key=lambda kv: -kv[1])},
+            {c: round(v, 4) for c, v in sorted(prototype_scores.items(), key=lambda kv: -kv[1])},
+            evidence,
+        )
+
+
+def _softmax(scores: dict[str, float], temperature: float) -> dict[str, float]:
+    if not scores:
+        return {}
+    keys = list(scores)
+    values = np.array([scores[k] for k in keys]) / temperature
+    values = np.exp(values - values.max())
+    values /= values.sum()
+    return dict(zip(keys, values.tolist(), strict=True))
+
+
+__all__ = [
+    "CategoryValidator",
+    "IndexPoint",
+    "Prototypes",
+    "Upload",
+    "ValidationSettings",
+    "Verdict",
+]

@@ -1,0 +1,144 @@
+"""Calibrating category validation: inject wrong categories into a labelled folder, run the
+validator the way the stream does, and measure precision and recall of its alerts.
+
+Images arrive in a random order in micro-batches; each batch is judged against what was indexed
+before it, then indexed under its *declared* (possibly wrong) category, exactly as the worker
+does. So the first images of each category cannot be judged, and mislabelled images pollute the
+evidence for later ones.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient
+from tqdm import tqdm
+
+from .consumers.qdrant_index import IndexPoint, QdrantIndex
+from .datasets import labelled_images
+from .encoders import Encoder
+from .images import decode_image
+from .validation import CategoryValidator, Upload, ValidationSettings
+
+THRESHOLDS = [round(float(t), 2) for t in np.arange(0.05, 1.0, 0.05)]
+
+
+@dataclass(frozen=True)
+class Judged:
+    mislabelled: bool
+    outcome: str
+    predicted: str | None
+    declared: str
+    confidence: float
+
+
+def embed_files(
+    encoder: Encoder, files: list[Path], batch: int = 32, progress: bool = True
+) -> np.ndarray:
+    size = encoder.preprocessing.resize
+    out = []
+    for i in tqdm(
+        range(0, len(files), batch), desc="embedding", unit="batch", disable=not progress
+    ):
+        pixels = [
+            encoder.preprocess(
+                decode_image(f.read_bytes(), max_pixels=50_000_000, target_size=size)
+            )
+            for f in files[i : i + batch]
+        ]
+        out.append(encoder.embed_tensors(pixels))
+    return np.concatenate(out) if out else np.zeros((0, encoder.dim), dtype=np.float32)
+
+
+def metrics_at(judged: list[Judged], threshold: float) -> dict[str, float]:
+    flagged = [
+        j
+        for j in judged
+        if j.outcome != "cannot_judge" and j.predicted != j.declared and j.confidence >= threshold
+    ]
+    true_positive = sum(j.mislabelled for j in flagged)
+    mislabelled = sum(j.mislabelled for j in judged)
+    precision = true_positive / len(flagged) if flagged else 1.0
+    recall = true_positive / mislabelled if mislabelled else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "threshold": threshold,
+        "flagged": len(flagged),
+        "true_positives": true_positive,
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+    }
+
+
+def validate_eval(
+    dataset: Path,
+    encoder: Encoder,
+    settings: ValidationSettings,
+    mislabel_rate: float = 0.1,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    pairs = labelled_images(dataset)
+    rng = random.Random(seed)
+    rng.shuffle(pairs)
+    categories = sorted({c for _, c in pairs})
+    if len(categories) < 2:
+        raise ValueError("need at least two categories to inject wrong ones")
+    wrong = set(rng.sample(range(len(pairs)), round(mislabel_rate * len(pairs))))
+    declared = [
+        rng.choice([c for c in categories if c != true]) if i in wrong else true
+        for i, (_, true) in enumerate(pairs)
+    ]
+    vectors = embed_files(encoder, [p for p, _ in pairs], progress=progress)
+
+    index = QdrantIndex(QdrantClient(":memory:"), prefix="validate-eval")
+    index.ensure_collection(encoder.version, encoder.dim)
+    validator = CategoryValidator(
+        index, encoder.version, encoder.dim, settings, load_prototypes=False
+    )
+    judged: list[Judged] = []
+    steps = range(0, len(pairs), batch_size)
+    for start in tqdm(steps, desc="validating", unit="batch", disable=not progress):
+        uploads = [
+            Upload(f"img-{i}", f"seller-{i % 50}", declared[i], vectors[i])
+            for i in range(start, min(start + batch_size, len(pairs)))
+        ]
+        for upload, verdict in zip(uploads, validator.judge(uploads), strict=True):
+            i = int(upload.image_id.removeprefix("img-"))
+            judged.append(
+                Judged(
+                    i in wrong, verdict.outcome, verdict.predicted, declared[i], verdict.confidence
+                )
+            )
+        index.upsert(
+            encoder.version,
+            [
+                IndexPoint(
+                    u.image_id,
+                    u.vector,
+                    {"image_id": u.image_id, "category": u.category, "seller_id": u.seller_id},
+                )
+                for u in uploads
+            ],
+        )
+        validator.observe(uploads)
+    at_default = metrics_at(judged, settings.threshold)
+    return {
+        "dataset": str(dataset),
+        "images": len(pairs),
+        "categories": len(categories),
+        "mislabel_rate": mislabel_rate,
+        "mislabelled": len(wrong),
+        "seed": seed,
+        "model_version": encoder.version,
+        "settings": asdict(settings),
+        "cannot_judge": sum(j.outcome == "cannot_judge" for j in judged),
+        **{k: at_default[k] for k in ("threshold", "precision", "recall", "f1", "flagged")},
+        "curve": [metrics_at(judged, t) for t in THRESHOLDS],
+    }
