@@ -34,6 +34,10 @@ def make_image(category: str, seed: int, size: int = 96) -> Image.Image:
             for j in range(0, size, step):
                 if (i // step + j // step) % 2 == 0:
                     draw.rectangle((i, j, i + step, j + step), fill=jitter((20, 150, 40)))
+    elif category == "triangles":  # not in CATEGORIES: a category that appears later
+        for _ in range(rng.randint(1, 2)):
+            x, y, r = rng.randint(20, size - 20), rng.randint(20, size - 20), rng.randint(14, 30)
+            draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=jitter((240, 180, 0)))
     else:
         raise ValueError(category)
     return img
