@@ -399,7 +399,14 @@ def exemplar(image_file: Path, category: str, exemplar_id: str | None, port: int
 
 @main.command("validate-eval")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--mislabel-rate", default=0.1, show_default=True, help="Share of wrong categories.")
+@click.option(
+    "--mislabel-rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.1,
+    show_default=True,
+    help="Share of wrong categories.",
+)
+@click.option("--batch-size", type=int, default=None, help="[default: LOOKALIKE_BATCH_SIZE]")
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--threshold", type=float, default=None, help="[default: LOOKALIKE_VALIDATION_THRESHOLD]"
@@ -409,6 +416,7 @@ def exemplar(image_file: Path, category: str, exemplar_id: str | None, port: int
 def validate_eval_command(
     dataset_dir: Path,
     mislabel_rate: float,
+    batch_size: int | None,
     seed: int,
     threshold: float | None,
     encoder: str | None,
@@ -444,6 +452,7 @@ def validate_eval_command(
             ),
             mislabel_rate=mislabel_rate,
             seed=seed,
+            batch_size=batch_size or settings.batch_size,
             progress=not as_json,
         )
     except LookalikeError as exc:

@@ -81,6 +81,15 @@ class Prototypes:
                 self._sums[category] = np.array(vector, dtype=np.float64)
             self._counts[category] += 1
 
+    def remove(self, category: str, vector: np.ndarray) -> None:
+        with self._lock:
+            if category in self._sums:
+                self._sums[category] -= vector
+                self._counts[category] -= 1
+                if self._counts[category] <= 0:
+                    del self._sums[category]
+                    self._counts.pop(category, None)
+
     def count(self, category: str) -> int:
         return self._counts.get(category, 0)
 
@@ -112,7 +121,9 @@ class CategoryValidator:
         self.prototypes = Prototypes()
         self._catalogue_counts: dict[str, int] = defaultdict(int)
         self._exemplar_counts: dict[str, int] = defaultdict(int)
-        self._seen: set[str] = set()
+        # image id -> category, so a re-sent or re-categorised image moves instead of counting twice
+        self._categories: dict[str, str] = {}
+        self._exemplars: dict[str, str] = {}
         if load_prototypes:
             self._load()
 
@@ -121,17 +132,39 @@ class CategoryValidator:
         for payload, vector in self.index.scroll_vectors(self.index.collection_name(self.version)):
             self._remember(str(payload.get("image_id")), str(payload.get("category")), vector)
         for payload, vector in self.index.scroll_vectors(self.exemplar_collection):
-            category = str(payload.get("category"))
-            self._exemplar_counts[category] += 1
-            self.prototypes.add(category, vector)
+            self._remember_exemplar(
+                str(payload.get("image_id")), str(payload.get("category")), vector
+            )
+
+    def _move(
+        self,
+        known: dict[str, str],
+        counts: dict[str, int],
+        key: str,
+        category: str,
+        vector: np.ndarray,
+    ) -> None:
+        old = known.get(key)
+        if old == category:
+            return
+        if old is not None:
+            # The old vector is not kept: removing the current one is exact for a
+            # re-categorised image and close enough for a replaced one.
+            counts[old] -= 1
+            self.prototypes.remove(old, vector)
+        known[key] = category
+        counts[category] += 1
+        self.prototypes.add(category, vector)
 
     def _remember(self, image_id: str, category: str, vector: np.ndarray) -> None:
-        # A replaced image is counted once (its first vector stays in the prototype: close enough).
-        if image_id in self._seen:
-            return
-        self._seen.add(image_id)
-        self._catalogue_counts[category] += 1
-        self.prototypes.add(category, vector)
+        self._move(self._categories, self._catalogue_counts, image_id, category, vector)
+
+    def _remember_exemplar(self, exemplar_id: str, category: str, vector: np.ndarray) -> None:
+        self._move(self._exemplars, self._exemplar_counts, exemplar_id, category, vector)
+
+    def recategorize(self, image_id: str, category: str, vector: np.ndarray) -> None:
+        """A reviewer corrected ``image_id``'s category: move its evidence."""
+        self._remember(image_id, category, np.asarray(vector, dtype=np.float32))
 
     def observe(self, uploads: Sequence[Upload]) -> None:
         """Call after ``uploads`` were written to the index."""
@@ -139,6 +172,7 @@ class CategoryValidator:
             self._remember(upload.image_id, upload.category, upload.vector)
 
     def support(self, category: str) -> int:
+        """Images plus exemplars of ``category`` the validator knows."""
         return self._catalogue_counts.get(category, 0) + self._exemplar_counts.get(category, 0)
 
     # --- exemplars -------------------------------------------------------------------------
@@ -155,8 +189,7 @@ class CategoryValidator:
             ],
             wait=True,
         )
-        self._exemplar_counts[category] += 1
-        self.prototypes.add(category, np.asarray(vector, dtype=np.float32))
+        self._remember_exemplar(exemplar_id, category, np.asarray(vector, dtype=np.float32))
 
     def exemplar_counts(self) -> dict[str, int]:
         return dict(self._exemplar_counts)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .consumers.qdrant_index import IndexPoint, QdrantIndex
 from .datasets import labelled_images
 from .encoders import Encoder
+from .errors import ConfigurationError
 from .images import decode_image
 from .validation import CategoryValidator, Upload, ValidationSettings
 
@@ -89,7 +90,9 @@ def validate_eval(
     rng.shuffle(pairs)
     categories = sorted({c for _, c in pairs})
     if len(categories) < 2:
-        raise ValueError("need at least two categories to inject wrong ones")
+        raise ConfigurationError(f"{dataset} needs at least two categories (a folder each)")
+    if not 0.0 <= mislabel_rate <= 1.0:
+        raise ConfigurationError(f"mislabel rate must be between 0 and 1, not {mislabel_rate}")
     wrong = set(rng.sample(range(len(pairs)), round(mislabel_rate * len(pairs))))
     declared = [
         rng.choice([c for c in categories if c != true]) if i in wrong else true

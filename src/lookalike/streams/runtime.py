@@ -164,6 +164,11 @@ class Runtime:
                         "category_corrected_at": now,
                     },
                 )
+            record = self.index.get(self.encoder.version, alert["image_id"], with_vector=True)
+            if self.validator is not None and record is not None:
+                self.validator.recategorize(
+                    alert["image_id"], alert["predicted_category"], record["vector"]
+                )
         log.info("alert %s %s (index corrected: %s)", alert_id, decision, corrected)
         return {**(self.alerts.get(alert_id) or {}), "index_corrected": corrected}
 

@@ -1,0 +1,327 @@
+"""Unit tests for lookalike.validation: the category validator on hand-made unit vectors in a real
+in-memory Qdrant, so every outcome is known in advance.
+
+Category A lives around the 1st axis, B around the 2nd, C around the 3rd (a little seeded noise);
+D (exemplars only), E and F (few images) around later axes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from lookalike.consumers.qdrant_index import IndexPoint, QdrantIndex
+from lookalike.validation import CategoryValidator, Upload, ValidationSettings, Verdict
+
+pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
+
+DIM = 16
+VERSION = "hand-v1"
+AXES = {"A": 0, "B": 1, "C": 2, "D": 3, "E": 4, "F": 5}
+PER_CATEGORY = 6
+SETTINGS = ValidationSettings(min_examples=3, k=10)
+
+
+def around(category: str, seed: int, noise: float = 0.05) -> np.ndarray:
+    """A unit vector near the axis of ``category`` (deterministic for a seed)."""
+    rng = np.random.default_rng([AXES[category], seed])
+    vector = np.zeros(DIM)
+    vector[AXES[category]] = 1.0
+    vector += rng.normal(0.0, noise, DIM)
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def seller_of(i: int) -> str:
+    return "s1" if i % 2 == 0 else "s2"
+
+
+def point(image_id: str, category: str, seed: int, seller: str) -> IndexPoint:
+    return IndexPoint(
+        image_id,
+        around(category, seed),
+        {"image_id": image_id, "category": category, "seller_id": seller},
+    )
+
+
+#: image id -> category of every catalogue point (A, B, C x 6, and F x 2).
+CATALOGUE = {f"{c.lower()}-{i}": c for c in "ABC" for i in range(PER_CATEGORY)} | {
+    "f-0": "F",
+    "f-1": "F",
+}
+
+
+def fill(index: QdrantIndex) -> None:
+    index.upsert(
+        VERSION,
+        [
+            point(image_id, category, int(image_id.split("-")[1]), seller_of(int(image_id[-1])))
+            for image_id, category in CATALOGUE.items()
+        ],
+    )
+
+
+@pytest.fixture
+def client() -> Iterator[QdrantClient]:
+    c = QdrantClient(":memory:")
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def index(client: QdrantClient) -> QdrantIndex:
+    idx = QdrantIndex(client, "t")
+    idx.ensure_collection(VERSION, DIM)
+    fill(idx)
+    return idx
+
+
+@pytest.fixture
+def validator(index: QdrantIndex) -> CategoryValidator:
+    return CategoryValidator(index, VERSION, DIM, SETTINGS)
+
+
+def judge_one(validator: CategoryValidator, upload: Upload) -> Verdict:
+    verdicts = validator.judge([upload])
+    assert len(verdicts) == 1
+    return verdicts[0]
+
+
+def upload(image_id: str, looks_like: str, declared: str, seller: str = "s9", seed: int = 99):
+    return Upload(image_id, seller, declared, around(looks_like, seed))
+
+
+# --- start-up --------------------------------------------------------------------------------
+
+
+def test_start_up_loads_counts_and_prototypes(validator: CategoryValidator) -> None:
+    assert {c: validator.support(c) for c in "ABCDF"} == {
+        "A": 6,
+        "B": 6,
+        "C": 6,
+        "D": 0,
+        "F": 2,
+    }
+    assert validator.prototypes.count("A") == PER_CATEGORY
+    assert validator.exemplar_counts() == {}
+    sims = validator.prototypes.similarities(around("B", 1234))
+    assert set(sims) == {"A", "B", "C", "F"}
+    assert max(sims, key=sims.__getitem__) == "B"
+    assert sims["B"] > 0.95
+    assert all(sims[c] < 0.3 for c in "ACF")
+
+
+def test_no_prototypes_without_load(index: QdrantIndex) -> None:
+    fresh = CategoryValidator(index, VERSION, DIM, SETTINGS, load_prototypes=False)
+    assert fresh.support("A") == 0
+    assert fresh.prototypes.similarities(around("A", 1)) == {}
+    # ... so nothing can be judged (no accusation without evidence), whatever the neighbours say.
+    assert judge_one(fresh, upload("x", "A", "B")).outcome == "cannot_judge"
+
+
+def test_judge_nothing(validator: CategoryValidator) -> None:
+    assert validator.judge([]) == []
+
+
+# --- verdicts --------------------------------------------------------------------------------
+
+
+def test_a_looking_image_declared_b_is_a_mismatch(validator: CategoryValidator) -> None:
+    verdict = judge_one(validator, upload("new-1", "A", "B"))
+    assert verdict.outcome == "mismatch"
+    assert verdict.declared == "B"
+    assert verdict.predicted == "A"
+    assert SETTINGS.threshold <= verdict.confidence <= 1.0
+    assert sum(verdict.votes.values()) == pytest.approx(1.0, abs=1e-3)
+    assert max(verdict.votes, key=verdict.votes.__getitem__) == "A"
+    assert verdict.votes["A"] > 0.9
+    assert max(verdict.prototype_scores, key=verdict.prototype_scores.__getitem__) == "A"
+    # Evidence: the k nearest catalogue images, each with its indexed category and its score.
+    assert len(verdict.evidence) == SETTINGS.k
+    for n in verdict.evidence:
+        assert n.category == CATALOGUE[n.image_id]
+        assert -1.0 <= n.score <= 1.0
+        assert n.exemplar is False
+        assert n.seller_id in {"s1", "s2"}
+    scores = [n.score for n in verdict.evidence]
+    assert scores == sorted(scores, reverse=True)
+    assert {n.image_id for n in verdict.evidence[:PER_CATEGORY]} == {
+        f"a-{i}" for i in range(PER_CATEGORY)
+    }
+    assert all(n.score > 0.9 for n in verdict.evidence[:PER_CATEGORY])
+
+
+def test_a_looking_image_declared_a_is_ok(validator: CategoryValidator) -> None:
+    verdict = judge_one(validator, upload("new-2", "A", "A"))
+    assert verdict.outcome == "ok"
+    assert verdict.predicted == "A"
+    assert verdict.confidence == 0.0
+
+
+def test_one_batch_judges_each_upload_on_its_own(validator: CategoryValidator) -> None:
+    verdicts = validator.judge(
+        [upload("u1", "A", "B"), upload("u2", "C", "C"), upload("u3", "C", "A")]
+    )
+    assert [(v.outcome, v.predicted) for v in verdicts] == [
+        ("mismatch", "A"),
+        ("ok", "C"),
+        ("mismatch", "C"),
+    ]
+
+
+@pytest.mark.parametrize("declared", ["Z-brand-new", "F"])
+@pytest.mark.parametrize("looks_like", ["A", "F"])
+def test_too_few_examples_cannot_be_judged(
+    validator: CategoryValidator, declared: str, looks_like: str
+) -> None:
+    """F has 2 images (min_examples 3), Z none: never an accusation, even for an A lookalike."""
+    verdict = judge_one(validator, upload("new-3", looks_like, declared))
+    assert verdict.outcome == "cannot_judge"
+    assert verdict.predicted is None
+    assert verdict.confidence == 0.0
+    assert verdict.declared == declared
+
+
+def test_the_image_itself_is_never_evidence(validator: CategoryValidator) -> None:
+    vector = around("A", 0)  # exactly a-0's vector
+    control = judge_one(validator, Upload("copy-of-a-0", "s1", "A", vector))
+    assert control.evidence[0].image_id == "a-0"
+    assert control.evidence[0].score == pytest.approx(1.0, abs=1e-4)
+
+    verdict = judge_one(validator, Upload("a-0", "s1", "A", vector))  # a replay of a-0
+    assert "a-0" not in {n.image_id for n in verdict.evidence}
+    assert len(verdict.evidence) == SETTINGS.k
+    assert verdict.outcome == "ok"
+
+
+def test_exclude_same_seller(index: QdrantIndex) -> None:
+    candidate = upload("new-4", "A", "B", seller="s1")
+    including = judge_one(CategoryValidator(index, VERSION, DIM, SETTINGS), candidate)
+    assert "s1" in {n.seller_id for n in including.evidence}
+
+    settings = ValidationSettings(min_examples=3, k=10, exclude_same_seller=True)
+    excluding = judge_one(CategoryValidator(index, VERSION, DIM, settings), candidate)
+    assert excluding.evidence
+    assert {n.seller_id for n in excluding.evidence} == {"s2"}
+    # s2's A images still give it away.
+    assert excluding.outcome == "mismatch"
+    assert excluding.predicted == "A"
+
+
+# --- exemplars -------------------------------------------------------------------------------
+
+
+def test_one_exemplar_makes_a_new_category_usable(validator: CategoryValidator) -> None:
+    assert judge_one(validator, upload("new-5", "D", "D")).outcome == "cannot_judge"
+
+    validator.add_exemplar("ex-d-1", "D", around("D", 1))
+    assert validator.exemplar_counts() == {"D": 1}
+    assert validator.support("D") == 1
+
+    accused = judge_one(validator, upload("new-6", "D", "A"))
+    assert accused.outcome == "mismatch"
+    assert accused.predicted == "D"
+    assert accused.confidence >= SETTINGS.threshold
+    exemplars = [n for n in accused.evidence if n.exemplar]
+    assert [(n.image_id, n.category) for n in exemplars] == [("ex-d-1", "D")]
+    assert exemplars[0].score > 0.9
+    assert exemplars[0].seller_id is None
+
+    honest = judge_one(validator, upload("new-7", "D", "D"))
+    assert honest.outcome == "ok"
+    assert honest.predicted == "D"
+
+
+def test_exemplars_are_kept_apart_from_the_catalogue(
+    validator: CategoryValidator, index: QdrantIndex
+) -> None:
+    validator.add_exemplar("ex-d-1", "D", around("D", 1))
+    validator.add_exemplar("ex-d-2", "D", around("D", 2))
+    assert validator.exemplar_counts() == {"D": 2}
+    assert index.count(VERSION) == len(CATALOGUE)  # not in the catalogue collection
+    assert index.count_where(validator.exemplar_collection, "category", "D") == 2
+    assert validator.exemplar_collection in {
+        c.name for c in index.client.get_collections().collections
+    }
+
+
+def test_exemplars_persist_across_validators(client: QdrantClient, index: QdrantIndex) -> None:
+    first = CategoryValidator(index, VERSION, DIM, SETTINGS)
+    first.add_exemplar("ex-d-1", "D", around("D", 1))
+
+    second = CategoryValidator(QdrantIndex(client, "t"), VERSION, DIM, SETTINGS)
+    assert second.exemplar_counts() == {"D": 1}
+    assert second.support("D") == 1
+    assert second.prototypes.count("D") == 1
+    assert judge_one(second, upload("new-8", "D", "D")).outcome == "ok"
+    assert judge_one(second, upload("new-9", "D", "B")).predicted == "D"
+
+    # Another index prefix (or model version) has its own exemplars.
+    other = CategoryValidator(QdrantIndex(client, "other"), VERSION, DIM, SETTINGS)
+    assert other.exemplar_counts() == {}
+
+
+def test_registering_the_same_exemplar_twice_counts_it_once(
+    client: QdrantClient, validator: CategoryValidator
+) -> None:
+    validator.add_exemplar("ex-d-1", "D", around("D", 1))
+    validator.add_exemplar("ex-d-1", "D", around("D", 1))  # e.g. the same file sent twice
+    restarted = CategoryValidator(QdrantIndex(client, "t"), VERSION, DIM, SETTINGS)
+    assert restarted.exemplar_counts() == {"D": 1}
+    assert validator.exemplar_counts() == restarted.exemplar_counts()
+
+
+# --- observe ---------------------------------------------------------------------------------
+
+
+def test_observe_lets_a_category_cross_min_examples(
+    validator: CategoryValidator, index: QdrantIndex
+) -> None:
+    def grow(image_id: str, seed: int) -> None:
+        new = Upload(image_id, "s3", "E", around("E", seed))
+        index.upsert(VERSION, [point(image_id, "E", seed, "s3")])  # as the pipeline does
+        validator.observe([new])
+
+    probe = upload("probe", "E", "E")
+    for i in range(SETTINGS.min_examples - 1):
+        grow(f"e-{i}", i)
+        assert validator.support("E") == i + 1
+        assert judge_one(validator, probe).outcome == "cannot_judge"
+    grow("e-last", 50)
+    assert validator.support("E") == SETTINGS.min_examples
+    assert validator.prototypes.count("E") == SETTINGS.min_examples
+    verdict = judge_one(validator, probe)
+    assert verdict.outcome == "ok"
+    assert verdict.predicted == "E"
+    # ... and E images declared A are now caught.
+    assert judge_one(validator, upload("probe-2", "E", "A")).predicted == "E"
+
+
+def test_observe_counts_a_replaced_image_once(validator: CategoryValidator) -> None:
+    again = Upload("a-0", "s1", "A", around("A", 0))
+    validator.observe([again, again])
+    assert validator.support("A") == PER_CATEGORY
+    validator.observe([Upload("brand-new", "s1", "E", around("E", 1))] * 2)
+    assert validator.support("E") == 1
+
+
+def test_restart_rebuilds_from_the_index(client: QdrantClient, index: QdrantIndex) -> None:
+    running = CategoryValidator(index, VERSION, DIM, SETTINGS)
+    extra = [point(f"e-{i}", "E", i, "s3") for i in range(4)]
+    index.upsert(VERSION, extra)
+    running.observe([Upload(p.image_id, "s3", "E", p.vector) for p in extra])
+
+    restarted = CategoryValidator(QdrantIndex(client, "t"), VERSION, DIM, SETTINGS)
+    for category in "ABCEF":
+        assert restarted.support(category) == running.support(category)
+        assert restarted.prototypes.count(category) == running.prototypes.count(category)
+    assert restarted.support("E") == 4
+    probe = around("E", 77)
+    assert restarted.prototypes.similarities(probe) == pytest.approx(
+        running.prototypes.similarities(probe), abs=1e-5
+    )
+    assert judge_one(restarted, upload("new-10", "E", "C")).outcome == "mismatch"
