@@ -237,6 +237,7 @@ class QdrantIndex:
         k: int,
         filters: Sequence[models.Filter | None],
         collection: str | None = None,
+        payload_fields: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """One batched request for several queries, each with its own filter."""
         if not vectors:
@@ -247,7 +248,7 @@ class QdrantIndex:
                 query=np.asarray(v, dtype=np.float32).tolist(),
                 limit=k,
                 filter=f,
-                with_payload=True,
+                with_payload=list(payload_fields) if payload_fields else True,
             )
             for v, f in zip(vectors, filters, strict=True)
         ]

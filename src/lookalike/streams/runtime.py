@@ -106,6 +106,7 @@ class Runtime:
                     min_examples=settings.validation_min_examples,
                     exclude_same_seller=settings.validation_exclude_same_seller,
                 ),
+                in_memory=settings.qdrant_url is None,
             )
         self.pipeline = IndexingPipeline(
             self.encoder,
