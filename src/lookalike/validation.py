@@ -95,13 +95,13 @@ class Prototypes:
 
     def similarities(self, vector: np.ndarray) -> dict[str, float]:
         with self._lock:
-            items = list(self._sums.items())
-        scores = {}
-        for category, total in items:
-            norm = np.linalg.norm(total)
-            if norm > 0:
-                scores[category] = float(np.dot(vector, total / norm))
-        return scores
+            if not self._sums:
+                return {}
+            categories = list(self._sums)
+            matrix = np.stack([self._sums[c] for c in categories])
+        norms = np.linalg.norm(matrix, axis=1)
+        scores = (matrix @ vector) / np.where(norms > 0, norms, 1.0)
+        return {c: float(v) for c, v, n in zip(categories, scores, norms, strict=True) if n > 0}
 
 
 class VectorMirror:
@@ -334,49 +334,42 @@ class CategoryValidator:
 
     def _verdict(self, upload: Upload, hits: list[Hit], exemplar_hits: list[Hit]) -> Verdict:
         s = self.settings
-        evidence = [
-            Neighbour(
-                image_id=h.image_id,
-                score=round(float(h.score), 4),
-                category=str(h.payload.get("category")),
-                seller_id=h.payload.get("seller_id"),
-            )
-            for h in hits
-        ] + [
-            Neighbour(
-                image_id=h.image_id,
-                score=round(float(h.score), 4),
-                category=str(h.payload.get("category")),
-                exemplar=True,
-            )
-            for h in exemplar_hits
-        ]
+        neighbours = [(h, False) for h in hits] + [(h, True) for h in exemplar_hits]
         if self.support(upload.category) < s.min_examples and not self._exemplar_counts.get(
             upload.category
         ):
-            return Verdict("cannot_judge", upload.category, None, 0.0, evidence=evidence)
+            return Verdict("cannot_judge", upload.category, None, 0.0)
         weights: dict[str, float] = defaultdict(float)
-        for n in evidence:
-            weights[n.category] += max(n.score, 0.0) ** s.power
+        for hit, _ in neighbours:
+            weights[str(hit.payload.get("category"))] += max(float(hit.score), 0.0) ** s.power
         total = sum(weights.values())
         votes = {c: w / total for c, w in weights.items()} if total > 0 else {}
         prototype_scores = self.prototypes.similarities(upload.vector)
         proto_probs = _softmax(prototype_scores, temperature=s.prototype_temperature)
-        categories = set(votes) | set(proto_probs)
         combined = {
             c: (1 - s.prototype_weight) * votes.get(c, 0.0)
             + s.prototype_weight * proto_probs.get(c, 0.0)
-            for c in categories
+            for c in set(votes) | set(proto_probs)
         }
         if not combined:
-            return Verdict("cannot_judge", upload.category, None, 0.0, evidence=evidence)
+            return Verdict("cannot_judge", upload.category, None, 0.0)
         predicted = max(combined, key=combined.__getitem__)
         confidence = 1.0 - combined.get(upload.category, 0.0) / combined[predicted]
-        outcome: Outcome = (
-            "mismatch" if predicted != upload.category and confidence >= s.threshold else "ok"
-        )
+        if predicted == upload.category or confidence < s.threshold:
+            return Verdict("ok", upload.category, predicted, round(confidence, 4))
+        # Only an alert carries its evidence: building it for every upload costs the pipeline.
+        evidence = [
+            Neighbour(
+                image_id=hit.image_id,
+                score=round(float(hit.score), 4),
+                category=str(hit.payload.get("category")),
+                seller_id=None if exemplar else hit.payload.get("seller_id"),
+                exemplar=exemplar,
+            )
+            for hit, exemplar in sorted(neighbours, key=lambda n: -n[0].score)
+        ]
         return Verdict(
-            outcome,
+            "mismatch",
             upload.category,
             predicted,
             round(confidence, 4),

@@ -188,14 +188,17 @@ def test_too_few_examples_cannot_be_judged(
 
 def test_the_image_itself_is_never_evidence(validator: CategoryValidator) -> None:
     vector = around("A", 0)  # exactly a-0's vector
-    control = judge_one(validator, Upload("copy-of-a-0", "s1", "A", vector))
+    # Declared B so the verdict is an alert, which is what carries evidence.
+    control = judge_one(validator, Upload("copy-of-a-0", "s1", "B", vector))
+    assert control.outcome == "mismatch"
     assert control.evidence[0].image_id == "a-0"
     assert control.evidence[0].score == pytest.approx(1.0, abs=1e-4)
 
-    verdict = judge_one(validator, Upload("a-0", "s1", "A", vector))  # a replay of a-0
+    verdict = judge_one(validator, Upload("a-0", "s1", "B", vector))  # a replay of a-0
+    assert verdict.outcome == "mismatch"
     assert "a-0" not in {n.image_id for n in verdict.evidence}
-    assert len(verdict.evidence) == SETTINGS.k
-    assert verdict.outcome == "ok"
+    assert len([n for n in verdict.evidence if not n.exemplar]) == SETTINGS.k
+    assert judge_one(validator, Upload("a-0", "s1", "A", vector)).outcome == "ok"
 
 
 def test_exclude_same_seller(index: QdrantIndex) -> None:
