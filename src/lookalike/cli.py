@@ -424,7 +424,7 @@ def validate_eval_command(
 ) -> None:
     """Inject wrong categories into DATASET_DIR (a folder per category), run the validator as the
     stream does, and print precision, recall and the precision/recall curve over thresholds."""
-    from .encoders import configure_threads, load_encoder
+    from .encoders import configure_threads, load_encoder_from_settings
     from .validation import ValidationSettings
     from .validation_eval import validate_eval
 
@@ -432,14 +432,7 @@ def validate_eval_command(
     _setup_logging("warning")
     try:
         configure_threads(settings.torch_threads)
-        model = load_encoder(
-            settings.encoder,
-            settings.device,
-            weights=settings.encoder_weights,
-            precision=settings.precision,
-            compile=settings.compile,
-            chunk=settings.inference_batch,
-        )
+        model = load_encoder_from_settings(settings)
         model.warm_up()
         report = validate_eval(
             dataset_dir,

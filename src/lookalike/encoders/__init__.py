@@ -8,6 +8,7 @@ from .registry import (
     encoder_status,
     list_encoders,
     load_encoder,
+    load_encoder_from_settings,
 )
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "encoder_status",
     "list_encoders",
     "load_encoder",
+    "load_encoder_from_settings",
     "model_version_id",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigurationError, EncoderUnavailable
+from ..settings import Settings
 from .base import Encoder, Precision, file_digest, model_version_id
 from .device import resolve_device
 from .efficientnet_lite import LITE_IMAGE_SIZES, lite_preprocessing, lite_weights_path
@@ -151,6 +152,19 @@ def load_encoder(
     return encoder
 
 
+def load_encoder_from_settings(settings: Settings) -> Encoder:
+    """The encoder the settings describe (name, weights, device, precision, compile, chunk)."""
+    return load_encoder(
+        settings.encoder,
+        settings.device,
+        weights=settings.encoder_weights,
+        download=settings.download_weights,
+        precision=settings.precision,
+        compile=settings.compile,
+        chunk=settings.inference_batch,
+    )
+
+
 def encoder_status(name: str, weights: Path | None = None) -> EncoderStatus:
     """Whether ``name`` can be loaded here, without loading it (no download attempted)."""
     try:
@@ -180,5 +194,6 @@ __all__ = [
     "encoder_status",
     "list_encoders",
     "load_encoder",
+    "load_encoder_from_settings",
     "model_version_id",
 ]

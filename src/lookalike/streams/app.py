@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import faust
 
@@ -43,36 +44,26 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
         web_stats_enabled=False,
         web_metrics_enabled=False,
     )
-    uploads = app.topic(
-        settings.uploads_topic,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
+
+    def raw_topic(name: str) -> faust.TopicT:
+        # Bytes in, bytes out: parsing is ours, so a malformed message becomes a dead letter
+        # instead of a Faust deserialisation crash.
+        return app.topic(
+            name, key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions
+        )
+
+    def delivered_sender(topic: faust.TopicT) -> Callable[[bytes | None, bytes], Awaitable[None]]:
+        async def send(key: bytes | None, value: bytes) -> None:
+            delivered = await topic.send(key=key, value=value)
+            await delivered  # resolve only once the broker has it: offsets are acked after this
+
+        return send
+
+    uploads = raw_topic(settings.uploads_topic)
+    dlq_writer = DeadLetterWriter(
+        delivered_sender(raw_topic(settings.dead_letters_topic)), runtime.ledger
     )
-    dead_letters = app.topic(
-        settings.dead_letters_topic,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-    )
-
-    async def send_dead_letter(key: bytes | None, value: bytes) -> None:
-        delivered = await dead_letters.send(key=key, value=value)
-        await delivered  # resolve only once the broker has it: the offset is acked after this
-
-    dlq_writer = DeadLetterWriter(send_dead_letter, runtime.ledger)
-    alerts = app.topic(
-        settings.alerts_topic,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-    )
-
-    async def send_alert(key: bytes | None, value: bytes) -> None:
-        delivered = await alerts.send(key=key, value=value)
-        await delivered
-
-    alert_writer = AlertWriter(send_alert, runtime.alerts)
+    alert_writer = AlertWriter(delivered_sender(raw_topic(settings.alerts_topic)), runtime.alerts)
 
     @app.agent(uploads, name="index-uploads")
     async def index_uploads(stream: faust.StreamT) -> None:

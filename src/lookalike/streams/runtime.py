@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import torch
 
 from ..consumers import AlertStore, DeadLetterLedger, QdrantIndex
-from ..encoders import Encoder, configure_threads, load_encoder
+from ..encoders import Encoder, configure_threads, load_encoder_from_settings
 from ..errors import ConfigurationError
 from ..images import ImageFetcher, decode_image
 from ..search import SearchService
@@ -57,15 +57,7 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         configure_threads(settings.torch_threads, reserve=1)
-        self.encoder = encoder or load_encoder(
-            settings.encoder,
-            settings.device,
-            weights=settings.encoder_weights,
-            download=settings.download_weights,
-            precision=settings.precision,
-            compile=settings.compile,
-            chunk=settings.inference_batch,
-        )
+        self.encoder = encoder or load_encoder_from_settings(settings)
         if encoder is None:
             started = time.perf_counter()
             self.encoder.warm_up()
