@@ -397,6 +397,57 @@ def exemplar(image_file: Path, category: str, exemplar_id: str | None, port: int
     _print_json(_call(_settings(api_port=port), "POST", "/exemplars", files=files, data=data))
 
 
+@main.command("eval")
+@click.argument(
+    "dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--gallery",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Gallery folder (with --queries): queries not in the gallery.",
+)
+@click.option(
+    "--queries",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Query folder (with --gallery).",
+)
+@click.option("--encoder", default=None, help="[default: LOOKALIKE_ENCODER]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(
+    dataset_dir: Path | None,
+    gallery: Path | None,
+    queries: Path | None,
+    encoder: str | None,
+    as_json: bool,
+) -> None:
+    """Retrieval quality on labelled folders (a sub-folder per category, category =
+    relevance): Recall@1/5/10, Precision@10, mAP, nDCG@10. Each image of DATASET_DIR queries all
+    the others; or --gallery DIR --queries DIR."""
+    from .encoders import configure_threads, load_encoder_from_settings
+    from .evaluation import evaluate
+
+    settings = _settings(encoder=encoder)
+    _setup_logging("warning")
+    if (dataset_dir is None) == (gallery is None and queries is None):
+        _fail("give DATASET_DIR, or --gallery DIR --queries DIR")
+    try:
+        configure_threads(settings.torch_threads)
+        model = load_encoder_from_settings(settings)
+        metrics = evaluate(
+            model, dataset_dir, gallery=gallery, queries=queries, progress=not as_json
+        )
+    except LookalikeError as exc:
+        _fail(str(exc))
+    report = {"model_version": model.version, **metrics.as_dict()}
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for key, value in report.items():
+        click.echo(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+
+
 @main.command("validate-eval")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
