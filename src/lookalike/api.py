@@ -5,6 +5,7 @@ POST /search          an image (multipart field "image", or a raw image/* body) 
 GET  /images/{id}     the indexed record of one image
 GET  /stats           indexed images per model version, dead letters, worker counters
 GET  /dead-letters    latest dead letters (?limit=N)
+POST /clicks          a click on a search result (JSON Click) -> the clicks topic
 GET  /health          liveness
 """
 
@@ -13,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.web import Request, Response, View
+from pydantic import ValidationError
 
 from .errors import ImageRejected
+from .events import Click, SearchServed, ServedResult
 from .search import SearchError, SearchRequest
 
 if TYPE_CHECKING:
@@ -42,13 +45,19 @@ async def parse_search_request(request: Any) -> SearchRequest:
             raise SearchError("multipart search needs a file field named 'image'")
         conditions = _filters_from(form)
         return SearchRequest(
-            k=int(form.get("k", 10)), conditions=conditions, image_bytes=upload.file.read()
+            k=int(form.get("k", 10)),
+            conditions=conditions,
+            image_bytes=upload.file.read(),
+            **_who(form),
         )
     if content_type.startswith("image/") or content_type == "application/octet-stream":
         body = await request.read()
         query = request.query
         return SearchRequest(
-            k=int(query.get("k", 10)), conditions=_filters_from(query), image_bytes=body
+            k=int(query.get("k", 10)),
+            conditions=_filters_from(query),
+            image_bytes=body,
+            **_who(query),
         )
     try:
         body = json.loads(await request.read() or b"{}")
@@ -59,10 +68,41 @@ async def parse_search_request(request: Any) -> SearchRequest:
     conditions = body.get("filter") or {}
     if not isinstance(conditions, dict):
         raise SearchError('\'filter\' must be an object like {"category": "shoes"}')
-    return SearchRequest(k=int(body.get("k", 10)), conditions=conditions, image_id=body["image_id"])
+    return SearchRequest(
+        k=int(body.get("k", 10)), conditions=conditions, image_id=body["image_id"], **_who(body)
+    )
 
 
-def register_views(app: faust.App, runtime: Runtime) -> None:
+def _who(mapping: Any) -> dict[str, str | None]:
+    """Who searched (optional): logged with the search so clicks can be tied to sessions."""
+    return {
+        key: (str(mapping[key]) if mapping.get(key) else None) for key in ("user_id", "session_id")
+    }
+
+
+def search_served(response: dict[str, Any]) -> SearchServed:
+    query = response["query"]
+    return SearchServed(
+        search_id=response["search_id"],
+        query_type=query["type"],
+        query_image_id=query.get("image_id"),
+        query_content_sha256=query.get("content_sha256"),
+        model_version=response["model_version"],
+        results=[
+            ServedResult(image_id=r["image_id"], rank=r["rank"], score=r["score"])
+            for r in response["results"]
+        ],
+        user_id=query.get("user_id"),
+        session_id=query.get("session_id"),
+    )
+
+
+def register_views(
+    app: faust.App,
+    runtime: Runtime,
+    log_search: Callable[[bytes | None, bytes], Awaitable[None]],
+    send_click: Callable[[bytes | None, bytes], Awaitable[None]],
+) -> None:
     async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(runtime.api_executor, fn, *args)
 
@@ -74,13 +114,32 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
         async def post(self, request: Request) -> Response:
             try:
                 search_request = await parse_search_request(request)
-                return self.json(await off_loop(runtime.search.search, search_request))
+                response = await off_loop(runtime.search.search, search_request)
+                served = search_served(response)
+                # Logged before answering: a click can only refer to a search we recorded.
+                await log_search(served.search_id.encode(), served.model_dump_json().encode())
+                return self.json(response)
             except SearchError as exc:
                 return error(self, exc.status, str(exc))
             except ImageRejected as exc:
                 return error(self, 422, f"query image rejected: {exc.reason}")
             except ValueError as exc:  # bad k, unknown filter field
                 return error(self, 400, str(exc))
+
+    @app.page("/clicks")
+    class ClicksView(View):
+        async def post(self, request: Request) -> Response:
+            """A front end reports a click on a search result (JSON Click)."""
+            try:
+                click = Click.model_validate_json(await request.read() or b"{}")
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}"
+                    for err in exc.errors()[:5]
+                )
+                return error(self, 400, f"invalid click: {problems}")
+            await send_click(click.search_id.encode(), click.model_dump_json().encode())
+            return self.json({"accepted": True, "click_id": click.click_id}, status=202)
 
     @app.page("/images/{image_id}")
     class ImageView(View):

@@ -174,3 +174,41 @@ class CategoryAlert(_Model):
     evidence: list[Neighbour]
     source_event_id: str
     raised_at: datetime = Field(default_factory=utcnow)
+
+
+class ServedResult(_Model):
+    image_id: str
+    rank: int = Field(ge=1)
+    score: float
+
+
+class SearchServed(_Model):
+    """A search the API answered: what was asked, by which model version, and what was shown."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["search_served"] = "search_served"
+    search_id: str
+    query_type: Literal["image", "image_id"]
+    query_image_id: str | None = None
+    query_content_sha256: str | None = None
+    model_version: str
+    results: list[ServedResult]
+    user_id: str | None = None
+    session_id: str | None = None
+    served_at: datetime = Field(default_factory=utcnow)
+
+
+class Click(_Model):
+    """A buyer clicked a search result (reported by the marketplace front end)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["click"] = "click"
+    click_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=200)
+    search_id: str = Field(min_length=1, max_length=200)
+    image_id: str = Field(min_length=1, max_length=200)
+    rank: int = Field(ge=1)
+    clicked_at: datetime = Field(default_factory=utcnow)
+    user_id: str | None = None
+    session_id: str | None = None
+    dwell_seconds: float | None = Field(default=None, ge=0)
+    added_to_cart: bool | None = None

@@ -18,7 +18,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import ValidationError
 
 from .errors import BrokerUnavailable, ConfigurationError
-from .events import FileSource, ImageUploaded, InlineSource, UrlSource
+from .events import Click, FileSource, ImageUploaded, InlineSource, UrlSource
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,13 @@ class UploadPublisher:
         self.topic = settings.uploads_topic
         ensure_topics(
             bootstrap,
-            [settings.uploads_topic, settings.dead_letters_topic],
+            [
+                settings.uploads_topic,
+                settings.dead_letters_topic,
+                settings.alerts_topic,
+                settings.searches_topic,
+                settings.clicks_topic,
+            ],
             settings.topic_partitions,
         )
         try:
@@ -98,6 +104,20 @@ class UploadPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ClickPublisher(UploadPublisher):
+    """Sends Click events (keyed by search id) to the clicks topic, for front ends that report
+    clicks through Kafka rather than POST /clicks."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        super().__init__(settings, bootstrap)
+        self.topic = settings.clicks_topic
+
+    def publish(self, click: Click) -> Any:  # type: ignore[override]
+        return self._producer.send(
+            self.topic, key=click.search_id.encode("utf-8"), value=click.model_dump_json().encode()
+        )
 
 
 # --- `lookalike publish` helpers -------------------------------------------------------------

@@ -5,6 +5,7 @@ Blocking (decode, inference, Qdrant): the API runs these calls in an executor.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class SearchRequest:
     conditions: Mapping[str, Any] | None = None
     image_id: str | None = None
     image_bytes: bytes | None = None
+    user_id: str | None = None
+    session_id: str | None = None
 
     def __post_init__(self) -> None:
         if (self.image_id is None) == (self.image_bytes is None):
@@ -67,7 +70,10 @@ class SearchService:
                 target_size=self.encoder.preprocessing.resize,
             )
             vector = self.encoder.embed_images([image])[0]
-            query = {"type": "image"}
+            query = {
+                "type": "image",
+                "content_sha256": hashlib.sha256(request.image_bytes).hexdigest(),
+            }
         else:
             assert request.image_id is not None
             record = self.index.get(version, request.image_id, with_vector=True)
@@ -80,7 +86,13 @@ class SearchService:
         return {
             "search_id": uuid.uuid4().hex,
             "model_version": version,
-            "query": {**query, "k": request.k, "filter": dict(request.conditions or {})},
+            "query": {
+                **query,
+                "k": request.k,
+                "filter": dict(request.conditions or {}),
+                "user_id": request.user_id,
+                "session_id": request.session_id,
+            },
             "results": [hit.as_json() | {"rank": rank} for rank, hit in enumerate(hits, 1)],
         }
 

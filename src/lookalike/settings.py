@@ -172,6 +172,14 @@ class Settings(BaseSettings):
         return self.topic("dead-letters")
 
     @property
+    def searches_topic(self) -> str:
+        return self.topic("searches")
+
+    @property
+    def clicks_topic(self) -> str:
+        return self.topic("clicks")
+
+    @property
     def alerts_topic(self) -> str:
         return self.topic("alerts")
 

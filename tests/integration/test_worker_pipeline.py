@@ -295,3 +295,62 @@ def test_bad_input_is_dead_lettered_and_valid_input_indexed(
     # The worker went on: it still indexes.
     stack.publish([upload("after-bad", "stripes", InlineSource(data=image_bytes("stripes", 90)))])
     wait_for(lambda: stack.worker.indexed() == len(indexed) + len(valid) + 1, 60, "after-bad")
+
+
+def test_searches_are_logged_and_clicks_accepted(
+    stack: Stack, indexed: list[ImageUploaded]
+) -> None:
+    from lookalike.events import Click
+    from lookalike.publish import ClickPublisher
+
+    response = httpx.post(
+        f"{stack.worker.url}/search",
+        timeout=60,
+        files={"image": ("q.jpg", image_bytes("circles", 3))},
+        data={"k": "4", "user_id": "u-1", "session_id": "sess-9"},
+    )
+    body = response.json()
+    served = {
+        s["search_id"]: s
+        for s in (
+            json.loads(r.value) for r in read_topic(stack.bootstrap, stack.settings.searches_topic)
+        )
+    }
+    logged = served[body["search_id"]]
+    assert logged["model_version"] == body["model_version"]
+    assert logged["query_type"] == "image" and len(logged["query_content_sha256"]) == 64
+    assert (logged["user_id"], logged["session_id"]) == ("u-1", "sess-9")
+    assert [(r["image_id"], r["rank"]) for r in logged["results"]] == [
+        (r["image_id"], r["rank"]) for r in body["results"]
+    ]
+
+    clicked = body["results"][1]
+    accepted = httpx.post(
+        f"{stack.worker.url}/clicks",
+        timeout=30,
+        json={
+            "search_id": body["search_id"],
+            "image_id": clicked["image_id"],
+            "rank": 2,
+            "dwell_seconds": 12.5,
+        },
+    )
+    assert accepted.status_code == 202, accepted.text
+    with ClickPublisher(stack.settings, stack.bootstrap) as publisher:
+        publisher.publish(
+            Click(
+                search_id=body["search_id"],
+                image_id=clicked["image_id"],
+                rank=2,
+                added_to_cart=True,
+            )
+        )
+        publisher.flush()
+    bad = httpx.post(f"{stack.worker.url}/clicks", json={"search_id": "x", "rank": 0}, timeout=30)
+    assert bad.status_code == 400 and "image_id" in bad.json()["error"]
+
+    clicks = [json.loads(r.value) for r in read_topic(stack.bootstrap, stack.settings.clicks_topic)]
+    ours = [c for c in clicks if c["search_id"] == body["search_id"]]
+    assert len(ours) == 2
+    assert {c.get("dwell_seconds") for c in ours} == {12.5, None}
+    assert any(c.get("added_to_cart") for c in ours)

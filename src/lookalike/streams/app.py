@@ -80,5 +80,10 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
 
     from ..api import register_views
 
-    register_views(app, runtime)
+    register_views(
+        app,
+        runtime,
+        log_search=delivered_sender(raw_topic(settings.searches_topic)),
+        send_click=delivered_sender(raw_topic(settings.clicks_topic)),
+    )
     return app
