@@ -86,7 +86,14 @@ def test_search_by_image_id_excludes_itself(service: SearchService) -> None:
     assert [r["rank"] for r in result["results"]] == [1, 2, 3]
     scores = [r["score"] for r in result["results"]]
     assert scores == sorted(scores, reverse=True)
-    assert result["query"] == {"type": "image_id", "image_id": "c0", "k": 10, "filter": {}}
+    assert result["query"] == {
+        "type": "image_id",
+        "image_id": "c0",
+        "k": 10,
+        "filter": {},
+        "user_id": None,
+        "session_id": None,
+    }
     assert result["model_version"] == service.encoder.version
 
 
