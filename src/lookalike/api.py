@@ -22,7 +22,7 @@ from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from .errors import ImageRejected
-from .events import Click, SearchServed, ServedResult
+from .events import Click, SearchServed, ServedResult, describe_validation_error
 from .search import SearchError, SearchRequest
 
 if TYPE_CHECKING:
@@ -133,11 +133,7 @@ def register_views(
             try:
                 click = Click.model_validate_json(await request.read() or b"{}")
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}"
-                    for err in exc.errors()[:5]
-                )
-                return error(self, 400, f"invalid click: {problems}")
+                return error(self, 400, f"invalid click: {describe_validation_error(exc)}")
             await send_click(click.search_id.encode(), click.model_dump_json().encode())
             return self.json({"accepted": True, "click_id": click.click_id}, status=202)
 

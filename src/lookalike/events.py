@@ -128,15 +128,21 @@ class DeadLetter(_Model):
             return base64.b64encode(raw).decode("ascii"), "base64"
 
 
+def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
+    """'field.path: message; ...' for the first ``limit`` problems: short enough for a reply or
+    a dead-letter reason, specific enough to fix the sender."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+        for err in exc.errors()[:limit]
+    )
+
+
 def parse_upload(raw: bytes | str) -> ImageUploaded:
     """Parse one message value from the uploads topic, or raise :class:`InvalidEvent`."""
     try:
         return ImageUploaded.model_validate_json(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()[:5]
-        )
+        problems = describe_validation_error(exc)
         if any(err["type"] == "json_invalid" for err in exc.errors()):
             raise InvalidEvent(f"malformed JSON: {problems}", stage="parse") from None
         raise InvalidEvent(

@@ -22,7 +22,7 @@ from .consumers.qdrant_index import IndexPoint, QdrantIndex
 from .datasets import labelled_images
 from .encoders import Encoder
 from .errors import ConfigurationError
-from .images import decode_image
+from .evaluation import embed_folder
 from .validation import CategoryValidator, Upload, ValidationSettings
 
 THRESHOLDS = [round(float(t), 2) for t in np.arange(0.05, 1.0, 0.05)]
@@ -35,24 +35,6 @@ class Judged:
     predicted: str | None
     declared: str
     confidence: float
-
-
-def embed_files(
-    encoder: Encoder, files: list[Path], batch: int = 32, progress: bool = True
-) -> np.ndarray:
-    size = encoder.preprocessing.resize
-    out = []
-    for i in tqdm(
-        range(0, len(files), batch), desc="embedding", unit="batch", disable=not progress
-    ):
-        pixels = [
-            encoder.preprocess(
-                decode_image(f.read_bytes(), max_pixels=50_000_000, target_size=size)
-            )
-            for f in files[i : i + batch]
-        ]
-        out.append(encoder.embed_tensors(pixels))
-    return np.concatenate(out) if out else np.zeros((0, encoder.dim), dtype=np.float32)
 
 
 def metrics_at(judged: list[Judged], threshold: float) -> dict[str, float]:
@@ -98,7 +80,7 @@ def validate_eval(
         rng.choice([c for c in categories if c != true]) if i in wrong else true
         for i, (_, true) in enumerate(pairs)
     ]
-    vectors = embed_files(encoder, [p for p, _ in pairs], progress=progress)
+    vectors = embed_folder(encoder, pairs, progress=progress)
 
     index = QdrantIndex(QdrantClient(":memory:"), prefix="validate-eval")
     index.ensure_collection(encoder.version, encoder.dim)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from ..events import CategoryAlert
+from .sqlite_store import open_store
 
 Status = Literal["open", "confirmed", "dismissed"]
 
@@ -38,10 +38,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 
 class AlertStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db = open_store(path, _SCHEMA)
         self._lock = threading.Lock()
 
     def add(self, alert: CategoryAlert) -> bool:

@@ -7,14 +7,15 @@ count once and lets ``/stats`` report the number without re-reading the topic.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from ..events import DeadLetter
+from .sqlite_store import open_store
 
 SendFn = Callable[[bytes | None, bytes], Awaitable[Any]]
 
@@ -37,10 +38,7 @@ class DeadLetterLedger:
     """Durable, idempotent record of dead letters (one row per source message)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db = open_store(path, _SCHEMA)
         self._lock = threading.Lock()
 
     def seen(self, topic: str, partition: int, offset: int) -> bool:
@@ -103,8 +101,6 @@ class DeadLetterWriter:
 
     async def write(self, letter: DeadLetter) -> bool:
         """Returns False when the source message was dead-lettered before (a replay)."""
-        import asyncio
-
         loop = asyncio.get_running_loop()
         seen = await loop.run_in_executor(
             None,
