@@ -6,6 +6,7 @@ GET  /images/{id}     the indexed record of one image
 GET  /stats           indexed images per model version, dead letters, worker counters
 GET  /dead-letters    latest dead letters (?limit=N)
 POST /clicks          a click on a search result (JSON Click) -> the clicks topic
+POST /vectors         stored vectors by image id (for `lookalike train`)
 GET  /health          liveness
 """
 
@@ -144,6 +145,25 @@ def register_views(
                 return self.json(await off_loop(runtime.search.get_image, image_id))
             except SearchError as exc:
                 return error(self, exc.status, str(exc))
+
+    @app.page("/vectors")
+    class VectorsView(View):
+        async def post(self, request: Request) -> Response:
+            """Stored vectors by image id, for the training job: {"version", "image_ids"}."""
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except json.JSONDecodeError as exc:
+                return error(self, 400, f"request body is not valid JSON: {exc}")
+            ids = body.get("image_ids") if isinstance(body, dict) else None
+            version = body.get("version") if isinstance(body, dict) else None
+            if not isinstance(ids, list) or not isinstance(version, str) or len(ids) > 1000:
+                return error(self, 400, 'vectors need {"version": "...", "image_ids": [<=1000]}')
+            if version not in await off_loop(runtime.index.versions):
+                return error(self, 404, f"no index for model version {version!r}")
+            found = await off_loop(runtime.index.vectors, version, [str(i) for i in ids])
+            return self.json(
+                {"version": version, "vectors": {k: v.tolist() for k, v in found.items()}}
+            )
 
     @app.page("/stats")
     class StatsView(View):

@@ -520,5 +520,7 @@ def validate_eval_command(
         )
 
 
+from . import cli_learning  # noqa: E402,F401  (registers the click-loop commands on main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

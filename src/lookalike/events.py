@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,9 @@ def utcnow() -> datetime:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_ModelT = TypeVar("_ModelT", bound=_Model)
 
 
 class UrlSource(_Model):
@@ -139,15 +142,7 @@ def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
 
 def parse_upload(raw: bytes | str) -> ImageUploaded:
     """Parse one message value from the uploads topic, or raise :class:`InvalidEvent`."""
-    try:
-        return ImageUploaded.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = describe_validation_error(exc)
-        if any(err["type"] == "json_invalid" for err in exc.errors()):
-            raise InvalidEvent(f"malformed JSON: {problems}", stage="parse") from None
-        raise InvalidEvent(
-            f"event does not match the ImageUploaded schema: {problems}", stage="validate"
-        ) from None
+    return parse_model(ImageUploaded, raw)
 
 
 class Neighbour(_Model):
@@ -218,3 +213,50 @@ class Click(_Model):
     session_id: str | None = None
     dwell_seconds: float | None = Field(default=None, ge=0)
     added_to_cart: bool | None = None
+
+
+class PairQuery(_Model):
+    """The query side of a training pair: an indexed image, or an uploaded query image kept by
+    the API under its content hash (see ``LOOKALIKE_KEEP_QUERY_IMAGES``)."""
+
+    image_id: str | None = None
+    content_sha256: str | None = None
+
+
+class TrainingPair(_Model):
+    """A click joined to its search: the query, the clicked image (positive) and the results
+    shown above it that the buyer skipped (negatives). One per (search, clicked image)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["training_pair"] = "training_pair"
+    pair_id: str = Field(description="Derived from search id + clicked image id: dedupe key.")
+    search_id: str
+    query: PairQuery
+    positive: str = Field(description="The clicked image id.")
+    positive_rank: int = Field(ge=1)
+    negatives: list[str] = Field(description="Shown above the click and not clicked.")
+    model_version: str
+    served_at: datetime
+    clicked_at: datetime
+    click_id: str
+    user_id: str | None = None
+    session_id: str | None = None
+    dwell_seconds: float | None = None
+    added_to_cart: bool | None = None
+
+    @staticmethod
+    def id_for(search_id: str, image_id: str) -> str:
+        return hashlib.sha256(f"{search_id}\0{image_id}".encode()).hexdigest()[:32]
+
+
+def parse_model(model: type[_ModelT], raw: bytes | str) -> _ModelT:
+    """Parse one message value as ``model``, or raise :class:`InvalidEvent` saying why."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = describe_validation_error(exc)
+        if any(err["type"] == "json_invalid" for err in exc.errors()):
+            raise InvalidEvent(f"malformed JSON: {problems}", stage="parse") from None
+        raise InvalidEvent(
+            f"event does not match the {model.__name__} schema: {problems}", stage="validate"
+        ) from None

@@ -59,13 +59,7 @@ class UploadPublisher:
         self.topic = settings.uploads_topic
         ensure_topics(
             bootstrap,
-            [
-                settings.uploads_topic,
-                settings.dead_letters_topic,
-                settings.alerts_topic,
-                settings.searches_topic,
-                settings.clicks_topic,
-            ],
+            settings.all_topics,
             settings.topic_partitions,
         )
         try:

@@ -15,6 +15,7 @@ from .consumers.qdrant_index import QdrantIndex
 from .encoders.base import Encoder
 from .errors import LookalikeError
 from .images import decode_image
+from .query_images import QueryImageStore
 
 
 class SearchError(LookalikeError):
@@ -42,10 +43,18 @@ class SearchRequest:
 
 
 class SearchService:
-    def __init__(self, encoder: Encoder, index: QdrantIndex, max_pixels: int) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: QdrantIndex,
+        max_pixels: int,
+        query_images: QueryImageStore | None = None,
+    ) -> None:
         self.encoder = encoder
         self.index = index
         self.max_pixels = max_pixels
+        # Where query uploads are kept for training pairs (None: not kept).
+        self.query_images = query_images
 
     def serving_version(self) -> str:
         version = self.index.serving_version()
@@ -70,6 +79,8 @@ class SearchService:
                 target_size=self.encoder.preprocessing.resize,
             )
             vector = self.encoder.embed_images([image])[0]
+            if self.query_images is not None:
+                self.query_images.put(request.image_bytes)
             query = {
                 "type": "image",
                 "content_sha256": hashlib.sha256(request.image_bytes).hexdigest(),

@@ -143,6 +143,30 @@ class Settings(BaseSettings):
         default=50_000_000, ge=1, description="Largest accepted width*height (decompression bombs)."
     )
 
+    # --- clicks and training pairs ---------------------------------------------------------
+    click_window: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Seconds after a search during which its clicks become training pairs; "
+        "later clicks are dead-lettered as too old.",
+    )
+    click_grace: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a click waits for its search to arrive before it is dead-lettered "
+        "as unknown (the two topics are consumed independently).",
+    )
+    pairs_dir: Path | None = Field(
+        default=None,
+        description="Where training pairs are appended as JSON Lines, one folder per date. "
+        "Unset: {data_dir}/training-pairs.",
+    )
+    keep_query_images: bool = Field(
+        default=True,
+        description="Keep images uploaded as search queries (by content hash) so training "
+        "pairs can use them.",
+    )
+
     # --- HTTP API ------------------------------------------------------------------------------
     api_host: str = Field(default="127.0.0.1", description="Interface the HTTP API binds to.")
     api_port: int = Field(default=6066, ge=1, le=65535, description="Port of the HTTP API.")
@@ -153,7 +177,7 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 
-    @field_validator("data_dir", "image_root", "encoder_weights", mode="after")
+    @field_validator("data_dir", "image_root", "encoder_weights", "pairs_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -207,3 +231,31 @@ class Settings(BaseSettings):
     @property
     def ledger_path(self) -> Path:
         return self.data_dir / "ledger.sqlite"
+
+    @property
+    def training_pairs_topic(self) -> str:
+        return self.topic("training-pairs")
+
+    @property
+    def clicks_path(self) -> Path:
+        """Click-join state: searches in the window, clicks seen, pending clicks, outbox."""
+        return self.data_dir / "clicks.sqlite"
+
+    @property
+    def training_pairs_dir(self) -> Path:
+        return self.pairs_dir or self.data_dir / "training-pairs"
+
+    @property
+    def query_images_dir(self) -> Path:
+        return self.data_dir / "query-images"
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [
+            self.uploads_topic,
+            self.dead_letters_topic,
+            self.alerts_topic,
+            self.searches_topic,
+            self.clicks_topic,
+            self.training_pairs_topic,
+        ]

@@ -204,6 +204,20 @@ class QdrantIndex:
             result["vector"] = record.vector
         return result
 
+    def vectors(self, version: str, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of the given images (those indexed under ``version``)."""
+        with self._lock:
+            records = self.client.retrieve(
+                self.collection_name(version),
+                ids=[point_id(i) for i in image_ids],
+                with_payload=["image_id"],
+                with_vectors=True,
+            )
+        return {
+            str((r.payload or {})["image_id"]): np.asarray(r.vector, dtype=np.float32)
+            for r in records
+        }
+
     def search(
         self,
         version: str,

@@ -7,9 +7,11 @@ from collections.abc import Awaitable, Callable
 
 import faust
 
+from ..clicks import Source
 from ..consumers import AlertWriter, DeadLetterWriter
 from ..settings import Settings
 from .batches import InFlightBatches
+from .click_pairs import ClickPairs, PairSink, executor_runner
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,49 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
                 await batches.submit(events)
         finally:
             await batches.cancel()
+
+    # --- the click loop: searches + clicks -> training pairs -> files --------------------------
+    run_clicks = executor_runner(runtime.clicks_executor)
+    pairs_topic = raw_topic(settings.training_pairs_topic)
+    click_pairs = ClickPairs(
+        runtime.click_join,
+        settings.searches_topic,
+        delivered_sender(pairs_topic),
+        dlq_writer,
+        run_clicks,
+    )
+    # One agent reads both topics: the join's state changes one message at a time, in order.
+    searches_and_clicks = app.topic(
+        settings.searches_topic,
+        settings.clicks_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+
+    @app.agent(searches_and_clicks, name="join-clicks")
+    async def join_clicks(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            await click_pairs.handle(
+                Source(message.topic, message.partition, message.offset, event.value or b"")
+            )
+
+    @app.timer(interval=5.0)
+    async def click_housekeeping() -> None:
+        await click_pairs.housekeeping()
+
+    pair_sink = PairSink(runtime.pair_files, dlq_writer, run_clicks)
+
+    @app.agent(pairs_topic, name="write-training-pairs")
+    async def write_training_pairs(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(500, within=1.0):
+            await pair_sink.write(
+                [
+                    Source(e.message.topic, e.message.partition, e.message.offset, e.value or b"")
+                    for e in events
+                ]
+            )
 
     from ..api import register_views
 

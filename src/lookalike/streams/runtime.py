@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 
 import torch
 
+from ..clicks import ClickJoin, PairFileWriter
 from ..consumers import AlertStore, DeadLetterLedger, QdrantIndex
 from ..encoders import Encoder, configure_threads, load_encoder_from_settings
 from ..errors import ConfigurationError
 from ..images import ImageFetcher, decode_image
+from ..query_images import QueryImageStore
 from ..search import SearchService
 from ..settings import Settings
 from ..validation import CategoryValidator, ValidationSettings
@@ -108,7 +110,16 @@ class Runtime:
             decode_threads=settings.decode_threads,
             validator=self.validator,
         )
-        self.search = SearchService(self.encoder, self.index, settings.max_image_pixels)
+        self.search = SearchService(
+            self.encoder,
+            self.index,
+            settings.max_image_pixels,
+            QueryImageStore(settings.query_images_dir) if settings.keep_query_images else None,
+        )
+        self.click_join = ClickJoin(
+            settings.clicks_path, window=settings.click_window, grace=settings.click_grace
+        )
+        self.pair_files = PairFileWriter(settings.training_pairs_dir)
         # One thread per pipeline stage, so consecutive batches overlap (prepare fans out to the
         # decode pool); API requests have their own threads so a search never queues behind a
         # whole batch's decoding.
@@ -116,6 +127,8 @@ class Runtime:
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self.index_executor = ThreadPoolExecutor(1, thread_name_prefix="write")
         self.api_executor = ThreadPoolExecutor(2, thread_name_prefix="api")
+        # Click join and pair files: one thread, so SQLite and file appends stay in order.
+        self.clicks_executor = ThreadPoolExecutor(1, thread_name_prefix="clicks")
         self.counters = Counters()
 
     def stats(self) -> dict[str, object]:
@@ -128,6 +141,9 @@ class Runtime:
             "dead_letters_by_stage": self.ledger.count_by_stage(),
             "alerts": self.alerts.counts(),
             "validation": dict(self.counters.verdicts),
+            "online": self.click_join.online_metrics(),
+            "clicks": self.click_join.counts()
+            | {"training_pairs": len(self.pair_files), "pairs_dir": str(self.pair_files.root)},
             "worker": {
                 "uptime_seconds": round(time.time() - self.counters.started_at, 1),
                 "events_consumed": self.counters.events_consumed,
@@ -189,10 +205,12 @@ class Runtime:
             self.model_executor,
             self.index_executor,
             self.api_executor,
+            self.clicks_executor,
         ):
             executor.shutdown(wait=True, cancel_futures=True)
         self.pipeline.close()
         self.fetcher.close()
         self.ledger.close()
         self.alerts.close()
+        self.click_join.close()
         self.index.close()

@@ -5,6 +5,7 @@ dead-letters  DeadLetter records: the original payload, the reason and the faili
 alerts        CategoryAlert records: uploads that do not look like their declared category
 searches      SearchServed records: every search the API answered, with what it showed
 clicks        Click records reported by the marketplace front end
+training-pairs TrainingPair records: clicks joined to their searches
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ DEAD_LETTERS = "dead-letters"
 ALERTS = "alerts"
 SEARCHES = "searches"
 CLICKS = "clicks"
+TRAINING_PAIRS = "training-pairs"
 
 
 def topic_names(settings: Settings) -> dict[str, str]:
     return {
-        name: settings.topic(name) for name in (UPLOADS, DEAD_LETTERS, ALERTS, SEARCHES, CLICKS)
+        name: settings.topic(name)
+        for name in (UPLOADS, DEAD_LETTERS, ALERTS, SEARCHES, CLICKS, TRAINING_PAIRS)
     }

@@ -1,0 +1,15 @@
+"""From clicks to training data: the click -> search join, training-pair files, and a buyer
+simulator that plays the loop against a running API."""
+
+from .join import ClickJoin, ClickOutcome, Rejected, Source
+from .pair_files import PairFileWriter, iter_pairs, read_pairs
+
+__all__ = [
+    "ClickJoin",
+    "ClickOutcome",
+    "PairFileWriter",
+    "Rejected",
+    "Source",
+    "iter_pairs",
+    "read_pairs",
+]

@@ -1,0 +1,210 @@
+"""Contrastive training of a projection head on click pairs (InfoNCE).
+
+For each pair the query must score its clicked image above every other candidate in the batch:
+the other pairs' clicked images (in-batch negatives) and every logged negative in the batch
+(results shown above a click and skipped). Candidates that another pair of the *same query*
+clicked are masked out: they are positives too, not negatives.
+
+Training state (head, optimiser, epoch, RNG) is saved after every epoch, so a stopped run
+resumes where it was; the result is a fine-tuned encoder checkpoint (``encoders/finetuned``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..encoders.finetuned import ProjectionHead
+from ..errors import ConfigurationError
+from .pair_data import PairTensors
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train-state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 25
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    #: High on purpose: other buyers' clicks in a batch are often just as relevant to this
+    #: query (false negatives), and a soft softmax does not tear those apart.
+    temperature: float = 2.0
+    #: None: as wide as the base, starting as the identity (the base encoder's own ranking),
+    #: which generalises better from few clicks than a random projection does.
+    out_dim: int | None = None
+    hidden_dim: int | None = None
+    holdout_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    loss: float
+    holdout_accuracy: float | None
+
+
+def pair_accuracy(head: nn.Module | None, data: PairTensors) -> float | None:
+    """Share of pairs whose clicked image outscores all its logged negatives (pairs without
+    negatives don't count). ``head=None`` measures the base vectors."""
+    has_negatives = data.negatives[:, 0] >= 0
+    if not bool(has_negatives.any()):
+        return None
+    with torch.no_grad():
+        vectors = data.vectors if head is None else head(data.vectors)
+        vectors = nn.functional.normalize(vectors, dim=1)
+        q = vectors[data.queries[has_negatives]]
+        pos = (q * vectors[data.positives[has_negatives]]).sum(1)
+        negs = data.negatives[has_negatives]
+        neg_scores = torch.einsum("pd,pmd->pm", q, vectors[negs.clamp(min=0)])
+        neg_scores = neg_scores.masked_fill(negs < 0, -float("inf"))
+        return float((pos > neg_scores.max(1).values).float().mean())
+
+
+def info_nce(
+    head: nn.Module, data: PairTensors, batch: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    queries = data.queries[batch]
+    positives = data.positives[batch]
+    logged = data.negatives[batch].flatten()
+    candidates, inverse = torch.unique(
+        torch.cat([positives, logged[logged >= 0]]), return_inverse=True
+    )
+    targets = inverse[: len(positives)]
+    q = nn.functional.normalize(head(data.vectors[queries]), dim=1)
+    c = nn.functional.normalize(head(data.vectors[candidates]), dim=1)
+    logits = q @ c.T / temperature
+    # Another pair of the same query clicked this candidate: a positive, so not a negative.
+    same_query = queries[:, None] == queries[None, :]
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    rows, cols = torch.nonzero(same_query, as_tuple=True)
+    mask[rows, targets[cols]] = True
+    mask[torch.arange(len(batch)), targets] = False
+    logits = logits.masked_fill(mask, -float("inf"))
+    return nn.functional.cross_entropy(logits, targets)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, data: PairTensors, digest: str, out_dir: Path) -> None:
+        self.config = config
+        self.data = data
+        self.digest = digest
+        self.state_path = out_dir / STATE_FILE
+        generator = torch.Generator().manual_seed(config.seed)
+        order = torch.randperm(len(data), generator=generator)
+        n_holdout = int(len(data) * config.holdout_fraction) if len(data) >= 20 else 0
+        self.holdout = data.subset(order[:n_holdout]) if n_holdout else None
+        self.train_rows = order[n_holdout:]
+        torch.manual_seed(config.seed)
+        in_dim = int(data.vectors.shape[1])
+        self.head = ProjectionHead(in_dim, config.out_dim or in_dim, config.hidden_dim)
+        if config.out_dim is None and config.hidden_dim is None:
+            with torch.no_grad():
+                self.head.net.weight.copy_(torch.eye(in_dim))
+                self.head.net.bias.zero_()
+        self.optimizer = torch.optim.AdamW(
+            self.head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.epoch = 0
+        self.history: list[EpochReport] = []
+        self.generator = torch.Generator().manual_seed(config.seed + 1)
+
+    # --- resumable state ---------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Load saved state for the same config and pairs; False when there is none."""
+        if not self.state_path.is_file():
+            return False
+        state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        if state["config"] != asdict(self.config) or state["digest"] != self.digest:
+            raise ConfigurationError(
+                f"{self.state_path} belongs to another run (different settings or pairs): use "
+                "another --out folder, or --restart to start over"
+            )
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.epoch = state["epoch"]
+        self.history = [EpochReport(**h) for h in state["history"]]
+        return True
+
+    def _save_state(self) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "config": asdict(self.config),
+                "digest": self.digest,
+                "head": self.head.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+                "epoch": self.epoch,
+                "history": [asdict(h) for h in self.history],
+            },
+            tmp,
+        )
+        tmp.replace(self.state_path)  # atomic: a crash keeps the previous epoch's state
+
+    # --- training ----------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        return max(1, -(-len(self.train_rows) // self.config.batch_size))
+
+    def run(
+        self,
+        on_step: Callable[[float], None] | None = None,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+    ) -> list[EpochReport]:
+        while self.epoch < self.config.epochs:
+            self.head.train()
+            order = self.train_rows[torch.randperm(len(self.train_rows), generator=self.generator)]
+            losses = []
+            for start in range(0, len(order), self.config.batch_size):
+                batch = order[start : start + self.config.batch_size]
+                if len(batch) < 2:
+                    continue
+                loss = info_nce(self.head, self.data, batch, self.config.temperature)
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                losses.append(loss.item())
+                if on_step is not None:
+                    on_step(losses[-1])
+            self.head.eval()
+            self.epoch += 1
+            report = EpochReport(
+                self.epoch,
+                sum(losses) / max(1, len(losses)),
+                pair_accuracy(self.head, self.holdout) if self.holdout else None,
+            )
+            self.history.append(report)
+            self._save_state()
+            if on_epoch is not None:
+                on_epoch(report)
+        return self.history
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pairs": len(self.data),
+            "train_pairs": len(self.train_rows),
+            "holdout_pairs": len(self.holdout) if self.holdout else 0,
+            "epochs": self.epoch,
+            "final_loss": round(self.history[-1].loss, 4) if self.history else None,
+            "holdout_accuracy_base": (
+                round(a, 4)
+                if self.holdout and (a := pair_accuracy(None, self.holdout)) is not None
+                else None
+            ),
+            "holdout_accuracy_trained": (
+                round(self.history[-1].holdout_accuracy, 4)
+                if self.history and self.history[-1].holdout_accuracy is not None
+                else None
+            ),
+            "config": asdict(self.config),
+        }

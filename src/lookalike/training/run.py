@@ -1,0 +1,99 @@
+"""`lookalike train`: read pairs, resolve their vectors, train, save a loadable checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from ..clicks import read_pairs
+from ..consumers.qdrant_index import QdrantIndex
+from ..encoders import load_encoder
+from ..encoders.base import file_digest, model_version_id
+from ..encoders.finetuned import save_checkpoint
+from ..errors import ConfigurationError
+from ..query_images import QueryImageStore
+from ..settings import Settings
+from .contrastive import STATE_FILE, TrainConfig, Trainer
+from .pair_data import ApiVectors, IndexVectors, VectorSource, build_pair_tensors, pairs_digest
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+
+
+def _vector_source(settings: Settings, stack: ExitStack) -> VectorSource:
+    """The running worker's API if one answers (it holds embedded Qdrant), else the index."""
+    client = stack.enter_context(httpx.Client(base_url=settings.base_api_url, timeout=120))
+    try:
+        client.get("/health").raise_for_status()
+        log.info("reading stored vectors through the worker at %s", settings.base_api_url)
+        return ApiVectors(client)
+    except httpx.HTTPError:
+        index = QdrantIndex.from_settings(settings)
+        stack.callback(index.close)
+        log.info("no worker answers at %s: reading the index directly", settings.base_api_url)
+        return IndexVectors(index)
+
+
+def train_from_pairs(
+    settings: Settings,
+    pairs_path: Path,
+    base_name: str,
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    restart: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    pairs = read_pairs(pairs_path)
+    if not pairs:
+        raise ConfigurationError(f"no training pairs under {pairs_path}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = load_encoder(base_name, settings.device, precision=settings.precision)
+    log.info("%d training pairs; base encoder %s", len(pairs), base.version)
+    with ExitStack() as stack:
+        source = _vector_source(settings, stack)
+        bar = tqdm(desc="query images", unit="img", disable=not progress)
+        data = build_pair_tensors(
+            pairs,
+            base,
+            source,
+            QueryImageStore(settings.query_images_dir),
+            max_pixels=settings.max_image_pixels,
+            progress=bar.update,
+        )
+        bar.close()
+    if data.skipped and any(data.skipped.values()):
+        log.warning("skipped pairs whose images could not be found: %s", data.skipped)
+    trainer = Trainer(config, data, pairs_digest(pairs), out_dir)
+    if restart:
+        (out_dir / STATE_FILE).unlink(missing_ok=True)
+    elif trainer.resume():
+        log.info("resuming from epoch %d of %d", trainer.epoch, config.epochs)
+    remaining = (config.epochs - trainer.epoch) * trainer.steps_per_epoch()
+    with tqdm(total=remaining, desc="training", unit="step", disable=not progress) as steps:
+
+        def on_step(loss: float) -> None:
+            steps.update(1)
+            steps.set_postfix(loss=f"{loss:.3f}")
+
+        def on_epoch(report: Any) -> None:
+            log.info(
+                "epoch %d: loss %.4f, holdout pair accuracy %s",
+                report.epoch,
+                report.loss,
+                f"{report.holdout_accuracy:.3f}" if report.holdout_accuracy is not None else "-",
+            )
+
+        trainer.run(on_step, on_epoch)
+    summary = trainer.summary() | {"skipped": data.skipped, "base_version": base.version}
+    model_path = save_checkpoint(out_dir / MODEL_FILE, base, trainer.head, metadata=summary)
+    version = model_version_id(
+        f"finetuned-{base.name}", file_digest(model_path), base.preprocessing
+    )
+    return summary | {"model": str(model_path), "version": version}

@@ -1,0 +1,105 @@
+"""`lookalike train` from pair files to a loadable encoder (real EfficientNet-Lite0, real embedded
+Qdrant, no worker: vectors are read from the index), and the simulated buyer."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from imagegen import image_bytes, make_image
+
+import lookalike.cli
+from lookalike.clicks import PairFileWriter
+from lookalike.clicks.simulate import BuyerModel
+from lookalike.consumers import IndexPoint, QdrantIndex
+from lookalike.encoders import load_encoder
+from lookalike.events import PairQuery, TrainingPair
+from lookalike.query_images import QueryImageStore
+from lookalike.settings import Settings
+
+CATEGORIES = ("circles", "stripes", "checkers")
+
+
+def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOOKALIKE_COMPILE", "false")
+    monkeypatch.setenv("LOOKALIKE_PRECISION", "fp32")
+    settings = Settings(data_dir=tmp_path / "data")
+    base = load_encoder("efficientnet-lite0")
+    # The catalogue, indexed under the base version, as a worker would have left it.
+    catalogue = [(f"{c}-{s}", c) for c in CATEGORIES for s in range(4)]
+    vectors = base.embed_images([make_image(c, int(i.rsplit("-", 1)[1])) for i, c in catalogue])
+    index = QdrantIndex.from_settings(settings)
+    index.ensure_collection(base.version, base.dim)
+    index.upsert(
+        base.version,
+        [IndexPoint(i, v, {"image_id": i}) for (i, _), v in zip(catalogue, vectors, strict=True)],
+    )
+    index.close()
+    # Query images uploaded to /search, kept by hash; pairs as the click join writes them.
+    store = QueryImageStore(settings.query_images_dir)
+    now = datetime.now(UTC)
+    pairs = []
+    for n in range(24):
+        category = CATEGORIES[n % 3]
+        sha = store.put(image_bytes(category, 100 + n))
+        others = [i for i, c in catalogue if c != category]
+        pairs.append(
+            TrainingPair(
+                pair_id=f"p{n}",
+                search_id=f"s{n}",
+                query=PairQuery(content_sha256=sha),
+                positive=f"{category}-{n % 4}",
+                positive_rank=2,
+                negatives=[others[n % len(others)]],
+                model_version=base.version,
+                served_at=now,
+                clicked_at=now,
+                click_id=f"c{n}",
+            )
+        )
+    pairs.append(pairs[0].model_copy(update={"pair_id": "p-gone", "positive": "deleted-image"}))
+    PairFileWriter(settings.training_pairs_dir).append(pairs)
+
+    out = tmp_path / "model"
+    args = ["train", "--data-dir", str(settings.data_dir), "--port", "1"]
+    result = CliRunner().invoke(
+        lookalike.cli.main, [*args, "--out", str(out), "--epochs", "3", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["pairs"] == 24 and summary["skipped"]["positive_missing"] == 1
+    assert summary["base_version"] == base.version and summary["epochs"] == 3
+
+    tuned = load_encoder(summary["model"])
+    assert tuned.version == summary["version"] != base.version
+    assert tuned.embed_images([make_image("circles", 1)]).shape == (1, base.dim)
+
+    # A second run with the same pairs and settings resumes (nothing left to do).
+    again = CliRunner().invoke(
+        lookalike.cli.main, [*args, "--out", str(out), "--epochs", "3", "--json"]
+    )
+    assert again.exit_code == 0 and json.loads(again.output.splitlines()[-1])["epochs"] == 3
+    other = CliRunner().invoke(
+        lookalike.cli.main, [*args, "--out", str(out), "--epochs", "3", "--lr", "0.1", "--json"]
+    )
+    assert other.exit_code == 1 and "--restart" in other.output
+
+
+def test_buyer_model_clicks_relevant_results_with_a_position_bias() -> None:
+    buyer = BuyerModel()
+    rng = random.Random(0)
+    relevant = [True] * 10
+    first_clicks = [buyer.clicked_ranks(relevant, rng)[:1] for _ in range(2000)]
+    share_top = sum(c == [1] for c in first_clicks) / len(first_clicks)
+    assert 0.85 < share_top < 0.95  # click_relevant = 0.9 at rank 1
+    never = [buyer.clicked_ranks([False] * 10, rng) for _ in range(2000)]
+    assert sum(bool(c) for c in never) / len(never) < 0.15
+    mixed = [False, False, True, False, True]
+    clicks = [r for _ in range(2000) for r in buyer.clicked_ranks(mixed, rng)]
+    assert clicks.count(3) > clicks.count(5) > clicks.count(1)  # relevant, earlier first
