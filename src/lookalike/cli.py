@@ -196,6 +196,110 @@ def publish(
     click.echo(f"sent {sent} upload events to {settings.uploads_topic}")
 
 
+def _send_events(settings: Settings, wait_seconds: float, events: list[Any]) -> None:
+    from .local_broker import resolve_bootstrap
+    from .publish import UploadPublisher
+
+    try:
+        with UploadPublisher(settings, resolve_bootstrap(settings, wait=wait_seconds)) as pub:
+            for event in events:
+                pub.publish(event)
+            pub.flush()
+    except LookalikeError as exc:
+        _fail(str(exc))
+
+
+def _parse_attrs(pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    if not pairs:
+        return None
+    attrs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--attr takes KEY=VALUE, got {pair!r}")
+        attrs[key] = value
+    return attrs
+
+
+sequence_option = click.option(
+    "--sequence",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Per-image sequence number: orders this event before event time does.",
+)
+wait_option = click.option(
+    "--wait",
+    "wait_seconds",
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for a starting `lookalike up` to bring up the local broker.",
+)
+
+
+@main.command()
+@click.argument("image_id")
+@click.option("--category", default=None, help="New category.")
+@click.option(
+    "--attr",
+    "attrs",
+    multiple=True,
+    help="KEY=VALUE; repeatable. Given: the attributes become exactly these.",
+)
+@click.option("--listing", "listing_id", default=None, help="New listing id.")
+@sequence_option
+@wait_option
+@data_dir_option
+def update(
+    image_id: str,
+    category: str | None,
+    attrs: tuple[str, ...],
+    listing_id: str | None,
+    sequence: int | None,
+    wait_seconds: float,
+    data_dir: Path | None,
+) -> None:
+    """Change an indexed image's category or attributes (payload only: no re-embedding)."""
+    from .events import ImageAttributesChanged
+
+    attributes = _parse_attrs(attrs)
+    if category is None and attributes is None and listing_id is None:
+        _fail("give --category, --attr KEY=VALUE or --listing")
+    event = ImageAttributesChanged(
+        image_id=image_id,
+        category=category,
+        attributes=attributes,
+        listing_id=listing_id,
+        sequence=sequence,
+    )
+    settings = _settings(data_dir=data_dir)
+    _setup_logging("warning")
+    _send_events(settings, wait_seconds, [event])
+    click.echo(f"sent image_attributes_changed {event.event_id} for {image_id}")
+
+
+@main.command()
+@click.argument("image_ids", nargs=-1, required=True)
+@click.option("--reason", default="removed", show_default=True, help="Why, e.g. removed or sold.")
+@sequence_option
+@wait_option
+@data_dir_option
+def remove(
+    image_ids: tuple[str, ...],
+    reason: str,
+    sequence: int | None,
+    wait_seconds: float,
+    data_dir: Path | None,
+) -> None:
+    """Remove images from the index (every model version); older events cannot bring them back."""
+    from .events import ImageRemoved
+
+    events = [ImageRemoved(image_id=i, reason=reason, sequence=sequence) for i in image_ids]
+    settings = _settings(data_dir=data_dir)
+    _setup_logging("warning")
+    _send_events(settings, wait_seconds, events)
+    click.echo(f"sent {len(events)} image_removed events to {settings.uploads_topic}")
+
+
 def _publish_files(
     settings: Settings,
     bootstrap: str,

@@ -34,6 +34,10 @@ class Counters:
     started_at: float = field(default_factory=time.time)
     events_consumed: int = 0
     images_indexed: int = 0
+    images_updated: int = 0
+    images_removed: int = 0
+    #: Late or replayed events ignored because the index held a newer one for their image.
+    stale_events: int = 0
     dead_letters: int = 0
     batches: int = 0
     last_batch_seconds: float = 0.0
@@ -132,6 +136,9 @@ class Runtime:
                 "uptime_seconds": round(time.time() - self.counters.started_at, 1),
                 "events_consumed": self.counters.events_consumed,
                 "images_indexed": self.counters.images_indexed,
+                "images_updated": self.counters.images_updated,
+                "images_removed": self.counters.images_removed,
+                "stale_events": self.counters.stale_events,
                 "dead_letters": self.counters.dead_letters,
                 "batches": self.counters.batches,
                 "last_batch_seconds": round(self.counters.last_batch_seconds, 3),
