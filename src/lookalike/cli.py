@@ -442,12 +442,36 @@ def dead_letters(limit: int, from_topic: bool, port: int | None, data_dir: Path 
     _print_json([json.loads(r.value) for r in records if r.value])
 
 
+def _versions_offline(settings: Settings) -> dict[str, Any]:
+    """The registry read from the data dir's embedded Qdrant (when no worker holds it)."""
+    from .lifecycle.versions import VersionRegistry
+    from .streams.runtime import open_index
+
+    index = open_index(settings)
+    try:
+        return {"versions": [r.as_dict() for r in VersionRegistry.for_index(index).all()]}
+    finally:
+        index.close()
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the registry records as JSON.")
 @port_option
-def versions(as_json: bool, port: int | None) -> None:
-    """The model versions and their states (serving, candidate, previous, retired, aborted)."""
-    body = _call(_settings(api_port=port), "GET", "/versions")
+@data_dir_option
+def versions(as_json: bool, port: int | None, data_dir: Path | None) -> None:
+    """The model versions and their states (serving, candidate, previous, retired, aborted).
+
+    Asks the running worker; with no worker running, reads the data dir (embedded Qdrant) or
+    the Qdrant server directly."""
+    settings = _settings(api_port=port, data_dir=data_dir)
+    try:
+        with _api(settings) as client:
+            body = client.get("/versions").json()
+    except httpx.TransportError:
+        try:
+            body = _versions_offline(settings)
+        except LookalikeError as exc:
+            _fail(str(exc))
     if as_json:
         _print_json(body)
         return
