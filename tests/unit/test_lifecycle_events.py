@@ -14,7 +14,7 @@ from fakes import TinyEncoder
 from imagegen import image_bytes
 from qdrant_client import QdrantClient
 
-from lookalike.consumers.qdrant_index import QdrantIndex
+from lookalike.consumers.qdrant_index import IndexPoint, QdrantIndex
 from lookalike.events import (
     ImageAttributesChanged,
     ImageRemoved,
@@ -262,3 +262,21 @@ def test_writes_every_target_version_including_updates_and_removals(
     va = index.get(encoder.version, "a", with_vector=True)["vector"]  # type: ignore[index]
     vb = index.get(other.version, "a", with_vector=True)["vector"]  # type: ignore[index]
     assert va != vb  # each version embedded with its own encoder
+
+
+def test_a_version_added_mid_batch_keeps_no_stale_copy(
+    pipeline: IndexingPipeline, index: QdrantIndex, encoder: TinyEncoder
+) -> None:
+    other = TinyEncoder(seed=99)
+    index.ensure_collection(other.version, other.dim)
+    run(pipeline, up("x", 1))
+    old = index.get(encoder.version, "x", with_vector=True)
+    index.upsert(
+        other.version, [IndexPoint("x", old["vector"], {"image_id": "x"})]
+    )  # a backfill copy
+    message = InboundMessage(up("x", 2, data=B).to_json_bytes(), "t", 0, 9)
+    result = pipeline.prepare([message])  # prepared for the serving version only ...
+    pipeline.set_targets({encoder.version: encoder, other.version: other}, encoder.version)
+    pipeline.write(pipeline.embed(result))  # ... written after the candidate was added
+    assert record(index, encoder, "x")["content_sha256"] == hashlib.sha256(B).hexdigest()
+    assert index.get(other.version, "x") is None  # the backfill's final pass copies it again

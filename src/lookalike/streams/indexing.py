@@ -326,6 +326,13 @@ class IndexingPipeline:
                 if result.vectors[version][p.upload_slot] is not None  # type: ignore[index]
             ]
             self.index.upsert(version, points)
+            # A version that could not get the new image (embedding failed for it) must not
+            # keep an old copy: its backfill's final pass re-copies what it lacks.
+            self.index.delete(
+                version, sorted({p.image_id for p in upserts} - {p.image_id for p in points})
+            )
+        for version in set(self.targets) - set(versions):  # added after this batch's prepare
+            self.index.delete(version, [p.image_id for p in upserts])
         records = [p.record for p in plan.images if p.action != "update"]
         for p in plan.images:
             if p.action == "update":
