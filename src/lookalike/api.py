@@ -7,6 +7,10 @@ GET  /stats           indexed images per model version, dead letters, worker cou
 GET  /dead-letters    latest dead letters (?limit=N)
 POST /clicks          a click on a search result (JSON Click) -> the clicks topic
 POST /vectors         stored vectors by image id (for `lookalike train`)
+GET  /versions        the model-version registry
+GET  /rollout/status  rollout progress, coverage, gate, evaluation, agreement (?quick=1)
+POST /rollout/{step}  start {"encoder"}, promote {"force", "eval_dir"}, rollback, abort,
+                      retire {"drop"}
 GET  /health          liveness
 """
 
@@ -22,8 +26,9 @@ import faust
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from .errors import ImageRejected
+from .errors import ImageRejected, LookalikeError
 from .events import Click, SearchServed, ServedResult, describe_validation_error
+from .lifecycle.versions import RolloutError
 from .search import SearchError, SearchRequest
 
 if TYPE_CHECKING:
@@ -119,6 +124,7 @@ def register_views(
                 served = search_served(response)
                 # Logged before answering: a click can only refer to a search we recorded.
                 await log_search(served.search_id.encode(), served.model_dump_json().encode())
+                runtime.rollout.recent.record(response)  # for the rollout's agreement report
                 return self.json(response)
             except SearchError as exc:
                 return error(self, exc.status, str(exc))
@@ -136,6 +142,7 @@ def register_views(
             except ValidationError as exc:
                 return error(self, 400, f"invalid click: {describe_validation_error(exc)}")
             await send_click(click.search_id.encode(), click.model_dump_json().encode())
+            runtime.rollout.recent.click(click.search_id, click.image_id)
             return self.json({"accepted": True, "click_id": click.click_id}, status=202)
 
     @app.page("/images/{image_id}")
@@ -235,6 +242,51 @@ def register_views(
             except ImageRejected as exc:
                 return error(self, 422, f"exemplar image rejected: {exc.reason}")
             return self.json(result)
+
+    @app.page("/versions")
+    class VersionsView(View):
+        async def get(self, request: Request) -> Response:
+            records = await off_loop(runtime.registry.all)
+            return self.json({"versions": [r.as_dict() for r in records]})
+
+    @app.page("/rollout/status")
+    class RolloutStatusView(View):
+        async def get(self, request: Request) -> Response:
+            quick = request.query.get("quick") in ("1", "true")
+            return self.json(await off_loop(runtime.rollout.status, quick))
+
+    @app.page("/rollout/{step}")
+    class RolloutView(View):
+        async def post(self, request: Request, step: str) -> Response:
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except json.JSONDecodeError as exc:
+                return error(self, 400, f"request body is not valid JSON: {exc}")
+            body = body if isinstance(body, dict) else {}
+            rollout = runtime.rollout
+            try:
+                if step == "start":
+                    if not isinstance(body.get("encoder"), str):
+                        return error(self, 400, 'rollout start needs {"encoder": NAME_OR_PT_PATH}')
+                    return self.json(await rollout.start(body["encoder"]))
+                if step == "promote":
+                    force, eval_dir = bool(body.get("force")), body.get("eval_dir")
+                    return self.json(await rollout.promote(force, eval_dir))
+                if step == "rollback":
+                    return self.json(await rollout.on_writer(rollout.rollback))
+                if step == "abort":
+                    return self.json(await rollout.on_writer(rollout.abort))
+                if step == "retire":
+                    return self.json(
+                        await rollout.on_writer(rollout.retire, bool(body.get("drop")))
+                    )
+                return error(
+                    self, 404, f"no rollout step {step!r} (start, promote, rollback, abort, retire)"
+                )
+            except RolloutError as exc:
+                return error(self, exc.status, str(exc))
+            except LookalikeError as exc:  # e.g. the encoder cannot be loaded here
+                return error(self, 400, str(exc))
 
     @app.page("/health")
     class HealthView(View):

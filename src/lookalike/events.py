@@ -17,8 +17,11 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     HttpUrl,
+    Tag,
+    TypeAdapter,
     ValidationError,
     field_serializer,
     field_validator,
@@ -99,11 +102,73 @@ class ImageUploaded(_Model):
     seller_id: str = Field(min_length=1, max_length=200)
     category: str = Field(min_length=1, max_length=200, description="Declared by the seller.")
     occurred_at: datetime = Field(default_factory=utcnow)
+    sequence: int | None = Field(
+        default=None, ge=0, description="Producer's per-image order; beats occurred_at."
+    )
     attributes: dict[str, Any] = Field(default_factory=dict)
     image: ImageSource
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")
+
+
+class ImageAttributesChanged(_Model):
+    """A listing's category or attributes changed: the payload is updated, nothing re-embedded.
+
+    Fields left out (None) keep their value; ``attributes``, when given, replaces the whole map.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["image_attributes_changed"] = "image_attributes_changed"
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=200)
+    image_id: str = Field(min_length=1, max_length=200)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    sequence: int | None = Field(default=None, ge=0)
+    category: str | None = Field(default=None, min_length=1, max_length=200)
+    listing_id: str | None = Field(default=None, min_length=1, max_length=200)
+    seller_id: str | None = Field(default=None, min_length=1, max_length=200)
+    attributes: dict[str, Any] | None = None
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    def changes(self) -> dict[str, Any]:
+        """The payload fields this event sets."""
+        fields = ("category", "listing_id", "seller_id", "attributes")
+        return {f: getattr(self, f) for f in fields if getattr(self, f) is not None}
+
+
+class ImageRemoved(_Model):
+    """A listing image was removed or its listing sold: it leaves the index for good (unless a
+    newer upload of the same image id arrives)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["image_removed"] = "image_removed"
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=200)
+    image_id: str = Field(min_length=1, max_length=200)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    sequence: int | None = Field(default=None, ge=0)
+    reason: str = Field(default="removed", min_length=1, max_length=200, examples=["sold"])
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+def _event_type(value: Any) -> str:
+    # Events written before there were several types carry "image_uploaded" or no type at all.
+    if isinstance(value, dict):
+        return str(value.get("type", "image_uploaded"))
+    return str(getattr(value, "type", "image_uploaded"))
+
+
+#: Everything on the uploads topic (keyed by image id, so one image's events stay in order).
+ImageEvent = Annotated[
+    Annotated[ImageUploaded, Tag("image_uploaded")]
+    | Annotated[ImageAttributesChanged, Tag("image_attributes_changed")]
+    | Annotated[ImageRemoved, Tag("image_removed")],
+    Discriminator(_event_type),
+]
+_IMAGE_EVENT: TypeAdapter[Any] = TypeAdapter(ImageEvent)
 
 
 class DeadLetter(_Model):
@@ -143,6 +208,27 @@ def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
 def parse_upload(raw: bytes | str) -> ImageUploaded:
     """Parse one message value from the uploads topic, or raise :class:`InvalidEvent`."""
     return parse_model(ImageUploaded, raw)
+
+
+def parse_image_event(
+    raw: bytes | str,
+) -> ImageUploaded | ImageAttributesChanged | ImageRemoved:
+    """Parse one message value from the uploads topic (any of its event types), or raise
+    :class:`InvalidEvent`."""
+    try:
+        return _IMAGE_EVENT.validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_event(
+            exc, "any of image_uploaded, image_attributes_changed, image_removed"
+        ) from None
+
+
+def invalid_event(exc: ValidationError, expected: str) -> InvalidEvent:
+    """The dead-letter-ready error for a message that is not valid JSON or not ``expected``."""
+    problems = describe_validation_error(exc)
+    if any(err["type"] == "json_invalid" for err in exc.errors()):
+        return InvalidEvent(f"malformed JSON: {problems}", stage="parse")
+    return InvalidEvent(f"event does not match {expected}: {problems}", stage="validate")
 
 
 class Neighbour(_Model):
@@ -254,9 +340,4 @@ def parse_model(model: type[_ModelT], raw: bytes | str) -> _ModelT:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        problems = describe_validation_error(exc)
-        if any(err["type"] == "json_invalid" for err in exc.errors()):
-            raise InvalidEvent(f"malformed JSON: {problems}", stage="parse") from None
-        raise InvalidEvent(
-            f"event does not match the {model.__name__} schema: {problems}", stage="validate"
-        ) from None
+        raise invalid_event(exc, f"the {model.__name__} schema") from None

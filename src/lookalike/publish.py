@@ -18,7 +18,15 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import ValidationError
 
 from .errors import BrokerUnavailable, ConfigurationError
-from .events import Click, FileSource, ImageUploaded, InlineSource, UrlSource
+from .events import (
+    Click,
+    FileSource,
+    ImageAttributesChanged,
+    ImageRemoved,
+    ImageUploaded,
+    InlineSource,
+    UrlSource,
+)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +60,8 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None
 
 
 class UploadPublisher:
-    """Sends ImageUploaded events to the uploads topic. Use as a context manager."""
+    """Sends ImageUploaded, ImageAttributesChanged and ImageRemoved events to the uploads topic,
+    keyed by image id (so one image's events stay in order). Use as a context manager."""
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
@@ -74,7 +83,7 @@ class UploadPublisher:
         except KafkaError as exc:
             raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap}: {exc}") from None
 
-    def publish(self, event: ImageUploaded) -> Any:
+    def publish(self, event: ImageUploaded | ImageAttributesChanged | ImageRemoved) -> Any:
         """Queue one event; returns kafka-python's future (``.get()`` waits for the ack)."""
         return self._producer.send(
             self.topic, key=event.image_id.encode("utf-8"), value=event.to_json_bytes()

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from .blobs import BlobStore
 from .consumers.qdrant_index import QdrantIndex
 from .encoders.base import Encoder
 from .errors import LookalikeError
 from .images import decode_image
-from .query_images import QueryImageStore
 
 
 class SearchError(LookalikeError):
@@ -48,37 +48,52 @@ class SearchService:
         encoder: Encoder,
         index: QdrantIndex,
         max_pixels: int,
-        query_images: QueryImageStore | None = None,
+        query_images: BlobStore | None = None,
+        encoders: MutableMapping[str, Encoder] | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index
         self.max_pixels = max_pixels
         # Where query uploads are kept for training pairs (None: not kept).
         self.query_images = query_images
+        #: The worker's encoder per written version (shared, updated by rollouts): a query is
+        #: embedded by the encoder of whatever version the serving alias points at.
+        self.encoders = encoders
+
+    def _encoder_of(self, version: str) -> Encoder | None:
+        if self.encoders is not None:
+            return self.encoders.get(version)
+        return self.encoder if version == self.encoder.version else None
 
     def serving_version(self) -> str:
+        return self._serving()[0]
+
+    def _serving(self) -> tuple[str, Encoder]:
         version = self.index.serving_version()
         if version is None:
             raise SearchError("nothing is indexed yet: no serving model version", status=503)
-        if version != self.encoder.version:
+        encoder = self._encoder_of(version)
+        if encoder is None:
             raise SearchError(
                 f"the serving model version is {version} but this worker runs encoder "
                 f"{self.encoder.version}; run a worker with that encoder",
                 status=503,
             )
-        return version
+        return version, encoder
 
     def search(self, request: SearchRequest) -> dict[str, Any]:
-        version = self.serving_version()
+        # One read of the alias: the query is embedded and answered by the same version, even
+        # if a promotion switches the alias meanwhile.
+        version, encoder = self._serving()
         query: dict[str, Any]
         exclude: list[str] = []
         if request.image_bytes is not None:
             image = decode_image(
                 request.image_bytes,
                 max_pixels=self.max_pixels,
-                target_size=self.encoder.preprocessing.resize,
+                target_size=encoder.preprocessing.resize,
             )
-            vector = self.encoder.embed_images([image])[0]
+            vector = encoder.embed_images([image])[0]
             if self.query_images is not None:
                 self.query_images.put(request.image_bytes)
             query = {

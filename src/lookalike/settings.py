@@ -129,6 +129,18 @@ class Settings(BaseSettings):
         default=False, description="Ignore the seller's own images as evidence."
     )
 
+    # --- index lifecycle ---------------------------------------------------------------------
+    backfill_batch: int = Field(
+        default=32,
+        ge=1,
+        description="Images per rollout-backfill step (the cursor is saved after each).",
+    )
+    blob_dir: Path | None = Field(
+        default=None,
+        description="Where inline image bytes are kept so a rollout can re-embed them. "
+        "Unset: DATA_DIR/blobs (use shared storage when several workers share a Qdrant server).",
+    )
+
     # --- input safety --------------------------------------------------------------------------
     image_root: Path | None = Field(
         default=None,
@@ -177,7 +189,9 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 
-    @field_validator("data_dir", "image_root", "encoder_weights", "pairs_dir", mode="after")
+    @field_validator(
+        "data_dir", "image_root", "encoder_weights", "pairs_dir", "blob_dir", mode="after"
+    )
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -227,6 +241,10 @@ class Settings(BaseSettings):
     def broker_file(self) -> Path:
         """Where `lookalike up` records the local broker it started (pid, address)."""
         return self.data_dir / "broker.json"
+
+    @property
+    def blobs_path(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
 
     @property
     def ledger_path(self) -> Path:

@@ -145,6 +145,29 @@ class VectorMirror:
             if (row := self._rows.get(image_id)) is not None:
                 self._categories[row] = category
 
+    def get(self, image_id: str) -> np.ndarray | None:
+        with self._lock:
+            row = self._rows.get(image_id)
+            return None if row is None else self._vectors[row].copy()
+
+    def remove(self, image_id: str) -> None:
+        """Drop an image: the last row moves into its place."""
+        with self._lock:
+            row = self._rows.pop(image_id, None)
+            if row is None:
+                return
+            last = len(self._ids) - 1
+            if row != last:
+                moved = self._ids[last]
+                self._vectors[row] = self._vectors[last]
+                self._ids[row] = moved
+                self._categories[row] = self._categories[last]
+                self._sellers[row] = self._sellers[last]
+                self._rows[moved] = row
+            self._ids.pop()
+            self._categories.pop()
+            self._sellers.pop()
+
     def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         with self._lock:
             n = len(self._ids)
@@ -243,6 +266,30 @@ class CategoryValidator:
         self._remember(image_id, category, np.asarray(vector, dtype=np.float32))
         if self.mirror is not None:
             self.mirror.set_category(image_id, category)
+
+    def _vector_of(self, image_id: str) -> np.ndarray | None:
+        if self.mirror is not None:
+            return self.mirror.get(image_id)
+        record = self.index.get(self.version, image_id, with_vector=True)
+        return None if record is None else np.asarray(record["vector"], dtype=np.float32)
+
+    def set_category(self, image_id: str, category: str) -> None:
+        """An attribute change moved ``image_id`` to another category (already in the index)."""
+        vector = self._vector_of(image_id)
+        if vector is not None:
+            self.recategorize(image_id, category, vector)
+
+    def forget(self, image_ids: Sequence[str]) -> None:
+        """Call after ``image_ids`` were removed from the index: their evidence goes too."""
+        for image_id in image_ids:
+            category = self._categories.pop(image_id, None)
+            vector = self.mirror.get(image_id) if self.mirror is not None else None
+            if self.mirror is not None:
+                self.mirror.remove(image_id)
+            if category is not None:
+                self._catalogue_counts[category] -= 1
+                if vector is not None:  # without a mirror the vector is gone: prototype drifts
+                    self.prototypes.remove(category, vector)
 
     def observe(self, uploads: Sequence[Upload]) -> None:
         """Call after ``uploads`` were written to the index."""

@@ -13,12 +13,12 @@ from click.testing import CliRunner
 from imagegen import image_bytes, make_image
 
 import lookalike.cli
+from lookalike.blobs import BlobStore
 from lookalike.clicks import PairFileWriter
 from lookalike.clicks.simulate import BuyerModel
 from lookalike.consumers import IndexPoint, QdrantIndex
 from lookalike.encoders import load_encoder
 from lookalike.events import PairQuery, TrainingPair
-from lookalike.query_images import QueryImageStore
 from lookalike.settings import Settings
 
 CATEGORIES = ("circles", "stripes", "checkers")
@@ -42,7 +42,7 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
     )
     index.close()
     # Query images uploaded to /search, kept by hash; pairs as the click join writes them.
-    store = QueryImageStore(settings.query_images_dir)
+    store = BlobStore(settings.query_images_dir)
     now = datetime.now(UTC)
     pairs = []
     for n in range(24):

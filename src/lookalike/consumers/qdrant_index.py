@@ -87,6 +87,11 @@ class QdrantIndex:
         self.prefix = prefix
         self._lock = threading.RLock()
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held around every client call (for stores that share this client)."""
+        return self._lock
+
     @classmethod
     def from_settings(cls, settings: Settings) -> QdrantIndex:
         if settings.qdrant_url:

@@ -123,6 +123,12 @@ def create_app(settings: Settings, runtime: Runtime, bootstrap: str) -> faust.Ap
                 ]
             )
 
+    @app.task
+    async def backfill() -> None:
+        # Re-embeds the catalogue into a rollout candidate whenever there is one (resuming
+        # from the registry's cursor after a restart); idle otherwise.
+        await runtime.rollout.run()
+
     from ..api import register_views
 
     register_views(

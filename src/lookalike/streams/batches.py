@@ -160,6 +160,9 @@ class InFlightBatches:
         counters = self.runtime.counters
         counters.events_consumed += n
         counters.images_indexed += len(result.indexed)
+        counters.images_updated += len(result.updated)
+        counters.images_removed += len(result.removed)
+        counters.stale_events += result.stale
         counters.dead_letters += new_letters
         counters.batches += 1
         counters.last_batch_seconds = elapsed
@@ -167,9 +170,13 @@ class InFlightBatches:
             counters.verdicts[outcome] = counters.verdicts.get(outcome, 0) + n
         stages = " ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
         log.info(
-            "batch of %d: %d indexed, %d dead-lettered in %.2fs (%s)",
+            "batch of %d: %d indexed, %d updated, %d removed, %d stale, %d dead-lettered "
+            "in %.2fs (%s)",
             n,
             len(result.indexed),
+            len(result.updated),
+            len(result.removed),
+            result.stale,
             len(result.dead_letters),
             elapsed,
             stages,

@@ -1,10 +1,12 @@
 """The indexing step of the pipeline, independent of Faust so it can be tested on its own.
 
-``IndexingPipeline.process`` takes a micro-batch of raw upload messages and, blocking (it is
-run in an executor, never on the event loop): parses each event, fetches and decodes its image
-in a thread pool, embeds the good ones in one forward pass, and upserts them into every target
-model version. Bad inputs come back as dead letters; infrastructure failures (Qdrant down)
-raise, so the caller retries and the offsets stay uncommitted.
+``IndexingPipeline.process`` takes a micro-batch of raw messages from the uploads topic and,
+blocking (it is run in an executor, never on the event loop): parses each event (upload,
+attribute change or removal), fetches and decodes uploaded images in a thread pool, embeds the
+good ones in one forward pass per written model version, and applies the batch to every written
+version under the per-image clock rule (:mod:`lookalike.lifecycle.clock`): upserts, payload
+updates, deletes with tombstones. Bad inputs come back as dead letters; infrastructure failures
+(Qdrant down) raise, so the caller retries and the offsets stay uncommitted.
 """
 
 from __future__ import annotations
@@ -12,18 +14,29 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import torch
 
+from ..blobs import BlobStore
 from ..consumers.qdrant_index import IndexPoint, QdrantIndex
 from ..encoders.base import Encoder
 from ..errors import ImageRejected
-from ..events import CategoryAlert, DeadLetter, ImageUploaded, parse_upload
+from ..events import (
+    CategoryAlert,
+    DeadLetter,
+    ImageAttributesChanged,
+    ImageRemoved,
+    ImageUploaded,
+    InlineSource,
+    parse_image_event,
+)
 from ..images import ImageFetcher, decode_image, original_size
+from ..lifecycle.clock import ClockRecord, ClockStore, clock_of, is_current
+from ..lifecycle.plan import BatchPlan, Event, plan_batch
 from ..validation import CategoryValidator, Upload
 
 log = logging.getLogger(__name__)
@@ -46,28 +59,49 @@ class InboundMessage:
 class _Prepared:
     message: InboundMessage
     event: ImageUploaded
-    tensor: torch.Tensor
+    #: Preprocessed pixels per preprocessing digest (versions may preprocess differently).
+    tensors: dict[str, torch.Tensor]
     width: int
     height: int
     sha256: str
 
 
 @dataclass
+class _Parsed:
+    """An attribute change or removal: nothing to fetch or embed."""
+
+    message: InboundMessage
+    event: ImageAttributesChanged | ImageRemoved
+
+
+@dataclass
 class BatchResult:
     indexed: list[str] = field(default_factory=list)
+    #: Images updated in place (payload only) and removed, by this batch.
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    #: Events ignored because the index holds a newer event for their image (late, replayed).
+    stale: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     #: Seconds spent per stage (prepare = parse + fetch + decode + preprocess), for logs/stats.
     timings: dict[str, float] = field(default_factory=dict)
     #: Category validation: outcome counts, and the alerts to publish.
     verdicts: dict[str, int] = field(default_factory=dict)
     alerts: list[CategoryAlert] = field(default_factory=list)
-    #: Between stages: the images still going, and (after embed) their vectors.
-    prepared: list[_Prepared] = field(default_factory=list, repr=False)
-    vectors: list = field(default_factory=list, repr=False)
+    #: Between stages: the batch's events in order (uploads as their prepared images), the
+    #: versions (and encoders) it was prepared for, and (after embed) vectors per version.
+    items: list[_Prepared | _Parsed] = field(default_factory=list, repr=False)
+    targets: dict[str, Encoder] = field(default_factory=dict, repr=False)
+    primary: str = ""
+    vectors: dict[str, list] = field(default_factory=dict, repr=False)
+
+    @property
+    def prepared(self) -> list[_Prepared]:
+        return [item for item in self.items if isinstance(item, _Prepared)]
 
 
 def dead_letter_for(
-    message: InboundMessage, error: Exception, event: ImageUploaded | None = None
+    message: InboundMessage, error: Exception, event: Event | None = None
 ) -> DeadLetter:
     stage = error.stage if isinstance(error, ImageRejected) else "embed"
     reason = (
@@ -99,33 +133,52 @@ class IndexingPipeline:
         decode_threads: int = 4,
         versions: Sequence[str] | None = None,
         validator: CategoryValidator | None = None,
+        clocks: ClockStore | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index
         self.fetcher = fetcher
         self.max_pixels = max_pixels
-        # Model versions every upload is written to (the rollout issue adds a candidate here).
-        self.versions = list(versions or [encoder.version])
+        # Model versions every event is applied to, each with its encoder: the serving version
+        # and, during a rollout, the candidate (or the previous one, until it is retired).
+        self.targets: dict[str, Encoder] = {v: encoder for v in versions or [encoder.version]}
+        #: The version whose embedding failure dead-letters an image and whose vectors the
+        #: validator judges (the serving one).
+        self.primary = next(iter(self.targets))
         self.validator = validator
+        self.clocks = clocks or ClockStore.for_index(index)
+        self.blobs = blobs
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+
+    @property
+    def versions(self) -> list[str]:
+        return list(self.targets)
+
+    def set_targets(self, targets: Mapping[str, Encoder], primary: str) -> None:
+        """Change the written versions (rollout start, promote, abort, retire). Batches already
+        past prepare keep the versions they were prepared for, minus any no longer written."""
+        assert primary in targets
+        self.targets = dict(targets)
+        self.primary = primary
+        self.encoder = targets[primary]
 
     def close(self) -> None:
         self._decode_pool.shutdown(wait=True, cancel_futures=True)
 
     # --- stages ------------------------------------------------------------------------------
-    def _prepare(self, message: InboundMessage) -> _Prepared | DeadLetter:
-        event: ImageUploaded | None = None
+    def _prepare(
+        self, message: InboundMessage, targets: Mapping[str, Encoder]
+    ) -> _Prepared | _Parsed | DeadLetter | None:
+        event: Event | None = None
         try:
-            event = parse_upload(message.value)
+            event = parse_image_event(message.value)
+            if not isinstance(event, ImageUploaded):
+                return _Parsed(message, event)
+            if not is_current(clock_of(event), self.clocks.get(event.image_id)):
+                return None  # already superseded: don't fetch or embed it (write re-checks)
             data = self.fetcher.fetch(event.image)
-            image = decode_image(
-                data, max_pixels=self.max_pixels, target_size=self.encoder.preprocessing.resize
-            )
-            width, height = original_size(image)
-            tensor = self.encoder.preprocess(image)
-            return _Prepared(
-                message, event, tensor, width, height, hashlib.sha256(data).hexdigest()
-            )
+            return self.preprocess(message, event, data, targets)
         except ImageRejected as exc:
             return dead_letter_for(message, exc, event)
         except Exception as exc:  # a bug or an image that breaks a library: never stop the worker
@@ -138,9 +191,36 @@ class IndexingPipeline:
             rejected = ImageRejected(f"unexpected {type(exc).__name__}: {exc}", stage="decode")
             return dead_letter_for(message, rejected, event)
 
-    def _embed(self, prepared: list[_Prepared]) -> tuple[list[_Prepared], list, list[DeadLetter]]:
+    def preprocess(
+        self,
+        message: InboundMessage,
+        event: ImageUploaded,
+        data: bytes,
+        targets: Mapping[str, Encoder],
+    ) -> _Prepared:
+        """Decode once, preprocess once per distinct preprocessing; keep inline bytes."""
+        encoders = list(targets.values())
+        image = decode_image(
+            data,
+            max_pixels=self.max_pixels,
+            target_size=max(e.preprocessing.resize for e in encoders),
+        )
+        width, height = original_size(image)
+        tensors: dict[str, torch.Tensor] = {}
+        for encoder in encoders:
+            key = encoder.preprocessing.digest()
+            if key not in tensors:
+                tensors[key] = encoder.preprocess(image)
+        if self.blobs is not None and isinstance(event.image, InlineSource):
+            self.blobs.put(data)  # the index keeps only its digest; a backfill needs the bytes
+        return _Prepared(message, event, tensors, width, height, hashlib.sha256(data).hexdigest())
+
+    def _embed(
+        self, encoder: Encoder, prepared: list[_Prepared], primary: bool
+    ) -> tuple[list[_Prepared], list, list[DeadLetter]]:
+        key = encoder.preprocessing.digest()
         try:
-            vectors = self.encoder.embed_tensors([p.tensor for p in prepared])
+            vectors = encoder.embed_tensors([p.tensors[key] for p in prepared])
             return prepared, list(vectors), []
         except _RESOURCE_ERRORS:
             raise  # the machine's fault, not the image's: the caller retries the batch
@@ -149,11 +229,16 @@ class IndexingPipeline:
         kept, vectors, letters = [], [], []
         for item in prepared:
             try:
-                vectors.append(self.encoder.embed_tensors([item.tensor])[0])
+                vectors.append(encoder.embed_tensors([item.tensors[key]])[0])
                 kept.append(item)
             except _RESOURCE_ERRORS:
                 raise
             except Exception as exc:  # this image alone breaks the model
+                if not primary:  # the serving version decides an image's fate
+                    log.error("%s cannot embed %s: %s", encoder.version, item.event.image_id, exc)
+                    vectors.append(None)
+                    kept.append(item)
+                    continue
                 letters.append(
                     dead_letter_for(
                         item.message,
@@ -168,67 +253,148 @@ class IndexingPipeline:
     # --- the three stages: each blocking, each run in its own executor by the agent ----------
     def prepare(self, messages: Sequence[InboundMessage]) -> BatchResult:
         """Parse, fetch, decode and preprocess, in parallel on the decode pool."""
-        result = BatchResult()
+        result = BatchResult(targets=dict(self.targets), primary=self.primary)
         started = time.perf_counter()
-        for outcome in self._decode_pool.map(self._prepare, messages):
-            if isinstance(outcome, DeadLetter):
+        for outcome in self._decode_pool.map(lambda m: self._prepare(m, result.targets), messages):
+            if outcome is None:
+                result.stale += 1
+            elif isinstance(outcome, DeadLetter):
                 result.dead_letters.append(outcome)
             else:
-                result.prepared.append(outcome)
+                result.items.append(outcome)
         result.timings["prepare"] = time.perf_counter() - started
         return result
 
     def embed(self, result: BatchResult) -> BatchResult:
-        """One forward pass for the batch (images that break the model are dead-lettered)."""
-        if result.prepared:
-            started = time.perf_counter()
-            kept, vectors, letters = self._embed(result.prepared)
-            result.prepared, result.vectors = kept, vectors
-            result.dead_letters.extend(letters)
-            result.timings["embed"] = time.perf_counter() - started
+        """One forward pass per written version (images that break the serving model are
+        dead-lettered; the same encoder is run once for several versions)."""
+        prepared = result.prepared
+        if not prepared:
+            return result
+        started = time.perf_counter()
+        primary = result.targets[result.primary]
+        kept, vectors, letters = self._embed(primary, prepared, primary=True)
+        result.dead_letters.extend(letters)
+        dropped = {id(item) for item in prepared} - {id(item) for item in kept}
+        result.items = [item for item in result.items if id(item) not in dropped]
+        by_encoder: dict[int, list] = {id(primary): vectors}
+        for version, encoder in result.targets.items():
+            if id(encoder) not in by_encoder:
+                by_encoder[id(encoder)] = self._embed(encoder, kept, primary=False)[1]
+            result.vectors[version] = by_encoder[id(encoder)]
+        result.timings["embed"] = time.perf_counter() - started
         return result
 
     def write(self, result: BatchResult) -> BatchResult:
-        """Upsert into every target version. Raises on infrastructure failure: retry it."""
-        if not result.prepared:
+        """Apply the batch to every written version. Raises on infrastructure failure: retry it
+        (re-applying is harmless: equal clocks re-apply the same event)."""
+        if not result.items:
             return result
-        uploads = [
-            Upload(item.event.image_id, item.event.seller_id, item.event.category, vector)
-            for item, vector in zip(result.prepared, result.vectors, strict=True)
-        ]
-        if self.validator is not None:
-            self._validate(result, uploads)
         started = time.perf_counter()
+        prepared = result.prepared
+        slots = {id(item): n for n, item in enumerate(prepared)}
+        events = [
+            (item.event, slots.get(id(item)) if isinstance(item, _Prepared) else None)
+            for item in result.items
+        ]
+        plan = plan_batch(events, self.clocks.get_many(e.image_id for e, _ in events))
+        result.stale += len(plan.stale) + len(plan.ignored_removed)
+        # Only versions still written; an upload reaches a version only if it was embedded for
+        # it (a version added mid-batch gets the image from its backfill).
+        versions = [v for v in self.targets if v in result.targets]
+        upserts = [p for p in plan.images if p.action == "upsert"]
+        uploads = [
+            Upload(
+                p.image_id,
+                p.changes.get("seller_id", p.upload.seller_id),  # type: ignore[union-attr]
+                p.changes.get("category", p.upload.category),  # type: ignore[union-attr]
+                result.vectors[result.primary][p.upload_slot],  # type: ignore[index]
+            )
+            for p in upserts
+        ]
+        if self.validator is not None and uploads:
+            self._validate(result, prepared, upserts, uploads)
         now = datetime.now(UTC).isoformat()
-        for version in self.versions:
+        for version in versions:
             points = [
-                IndexPoint(item.event.image_id, vector, self._payload(item, version, now))
-                for item, vector in zip(result.prepared, result.vectors, strict=True)
+                IndexPoint(
+                    p.image_id,
+                    result.vectors[version][p.upload_slot],  # type: ignore[index]
+                    self._payload(prepared[p.upload_slot], p, version, now),  # type: ignore[index]
+                )
+                for p in upserts
+                if result.vectors[version][p.upload_slot] is not None  # type: ignore[index]
             ]
             self.index.upsert(version, points)
-        result.timings["upsert"] = time.perf_counter() - started
-        result.indexed = [item.event.image_id for item in result.prepared]
-        if self.validator is not None:
-            self.validator.observe(uploads)
+            # A version that could not get the new image (embedding failed for it) must not
+            # keep an old copy: its backfill's final pass re-copies what it lacks.
+            self.index.delete(
+                version, sorted({p.image_id for p in upserts} - {p.image_id for p in points})
+            )
+        for version in set(self.targets) - set(versions):  # added after this batch's prepare
+            self.index.delete(version, [p.image_id for p in upserts])
+        records = [p.record for p in plan.images if p.action != "update"]
+        for p in plan.images:
+            if p.action == "update":
+                changes = {**p.changes, "clock": list(p.record.clock), "updated_at": now}
+                found = [self.index.update_payload(v, p.image_id, changes) for v in self.targets]
+                if any(found):  # an unknown image gets no clock: its upload may still come
+                    records.append(p.record)
+                    result.updated.append(p.image_id)
+        removed = [p.image_id for p in plan.images if p.action == "remove"]
+        for version in self.targets:
+            self.index.delete(version, removed)
+        # Last: a crash before this line replays the batch, which re-applies the same events.
+        self.clocks.put_many(records)
+        result.timings["write"] = time.perf_counter() - started
+        result.indexed = [p.image_id for p in upserts]
+        result.removed = removed
+        self._tell_validator(uploads, plan, result)
+        for event in plan.stale + plan.ignored_removed:
+            log.info(
+                "ignored %s %s for image %s: the index holds a newer event for it",
+                event.type,
+                event.event_id,
+                event.image_id,
+            )
         return result
 
-    def _validate(self, result: BatchResult, uploads: list[Upload]) -> None:
+    def _tell_validator(self, uploads: list[Upload], plan: BatchPlan, result: BatchResult) -> None:
+        if self.validator is None:
+            return
+        if result.primary != self.validator.version:
+            return  # a promotion happened mid-batch; the validator is rebuilt for the new one
+        self.validator.observe(uploads)
+        self.validator.forget(result.removed)
+        for p in plan.images:
+            if p.action == "update" and "category" in p.changes and p.image_id in result.updated:
+                self.validator.set_category(p.image_id, p.changes["category"])
+
+    def _validate(
+        self,
+        result: BatchResult,
+        prepared: list[_Prepared],
+        upserts: list,
+        uploads: list[Upload],
+    ) -> None:
         """Judge each upload against what was indexed before its batch (uploads are indexed
         whatever the verdict)."""
         assert self.validator is not None
+        if result.primary != self.validator.version:
+            return
         started = time.perf_counter()
         verdicts = self.validator.judge(uploads)
-        for item, verdict in zip(result.prepared, verdicts, strict=True):
+        for plan, upload, verdict in zip(upserts, uploads, verdicts, strict=True):
             result.verdicts[verdict.outcome] = result.verdicts.get(verdict.outcome, 0) + 1
             if verdict.outcome != "mismatch":
                 continue
-            event = item.event
+            event = plan.upload
             result.alerts.append(
                 CategoryAlert(
                     image_id=event.image_id,
-                    listing_id=event.listing_id,
-                    seller_id=event.seller_id,
-                    declared_category=event.category,
+                    listing_id=plan.changes.get("listing_id", event.listing_id),
+                    seller_id=upload.seller_id,
+                    declared_category=upload.category,
                     predicted_category=str(verdict.predicted),
                     confidence=min(1.0, max(0.0, verdict.confidence)),
                     model_version=self.validator.version,
@@ -245,9 +411,11 @@ class IndexingPipeline:
         return self.write(self.embed(self.prepare(messages)))
 
     @staticmethod
-    def _payload(item: _Prepared, version: str, indexed_at: str) -> dict:
+    def _payload(item: _Prepared, plan: object, version: str, indexed_at: str) -> dict:
         event = item.event
-        return {
+        changes: dict = getattr(plan, "changes", {})
+        record: ClockRecord | None = getattr(plan, "record", None)
+        payload = {
             "image_id": event.image_id,
             "listing_id": event.listing_id,
             "seller_id": event.seller_id,
@@ -262,4 +430,9 @@ class IndexingPipeline:
             "model_version": version,
             "occurred_at": event.occurred_at.isoformat(),
             "indexed_at": indexed_at,
+            "clock": list(record.clock if record is not None else clock_of(event)),
         }
+        payload.update(changes)
+        if changes:
+            payload["updated_at"] = indexed_at
+        return payload

@@ -19,12 +19,12 @@ import httpx
 import numpy as np
 import torch
 
+from ..blobs import BlobStore
 from ..consumers.qdrant_index import QdrantIndex
 from ..encoders.base import Encoder
 from ..errors import ConfigurationError, ImageRejected
 from ..events import TrainingPair
 from ..images import decode_image
-from ..query_images import QueryImageStore
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def build_pair_tensors(
     pairs: Sequence[TrainingPair],
     base: Encoder,
     source: VectorSource,
-    query_images: QueryImageStore,
+    query_images: BlobStore,
     *,
     max_pixels: int,
     batch: int = 32,

@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from ..blobs import BlobStore
 from ..clicks import read_pairs
 from ..consumers.qdrant_index import QdrantIndex
 from ..encoders import load_encoder
 from ..encoders.base import file_digest, model_version_id
 from ..encoders.finetuned import save_checkpoint
 from ..errors import ConfigurationError
-from ..query_images import QueryImageStore
 from ..settings import Settings
 from .contrastive import STATE_FILE, TrainConfig, Trainer
 from .pair_data import ApiVectors, IndexVectors, VectorSource, build_pair_tensors, pairs_digest
@@ -63,7 +63,7 @@ def train_from_pairs(
             pairs,
             base,
             source,
-            QueryImageStore(settings.query_images_dir),
+            BlobStore(settings.query_images_dir),
             max_pixels=settings.max_image_pixels,
             progress=bar.update,
         )
