@@ -342,16 +342,27 @@ def _api(settings: Settings) -> httpx.Client:
     return httpx.Client(base_url=settings.base_api_url, timeout=60.0)
 
 
-def _call(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
+def _call(
+    settings: Settings,
+    method: str,
+    path: str,
+    *,
+    timeout: float = 60.0,
+    hint: str = "is `lookalike up` running? Set --port / LOOKALIKE_API_URL to where it listens.",
+    **kwargs: Any,
+) -> Any:
     try:
-        with _api(settings) as client:
+        with httpx.Client(base_url=settings.base_api_url, timeout=timeout) as client:
             response = client.request(method, path, **kwargs)
     except httpx.TransportError as exc:
+        _fail(f"cannot reach the lookalike API at {settings.base_api_url} ({exc}); {hint}")
+    try:
+        body = response.json()
+    except ValueError:
         _fail(
-            f"cannot reach the lookalike API at {settings.base_api_url} ({exc}); is "
-            "`lookalike up` running? Set --port / LOOKALIKE_API_URL to where it listens."
+            f"{response.status_code} from {path} without a JSON body ({response.text[:200]!r}); "
+            "the worker's log says why"
         )
-    body = response.json()
     if response.status_code >= 400:
         _fail(f"{response.status_code}: {body.get('error', body)}")
     return body
@@ -491,19 +502,15 @@ def rollout() -> None:
 
 
 def _rollout_call(port: int | None, method: str, path: str, **kwargs: Any) -> Any:
-    settings = _settings(api_port=port)
-    try:
-        with httpx.Client(base_url=settings.base_api_url, timeout=1800.0) as client:
-            response = client.request(method, path, **kwargs)
-    except httpx.TransportError as exc:
-        _fail(
-            f"cannot reach the lookalike worker at {settings.base_api_url} ({exc}): rollouts "
-            "run inside the worker; start it (`lookalike up`) or point --port at it"
-        )
-    body = response.json()
-    if response.status_code >= 400:
-        _fail(f"{response.status_code}: {body.get('error', body)}")
-    return body
+    # Rollout steps may evaluate two encoders on a labelled folder: allow them time.
+    return _call(
+        _settings(api_port=port),
+        method,
+        path,
+        timeout=1800.0,
+        hint="rollouts run inside the worker; start it (`lookalike up`) or point --port at it",
+        **kwargs,
+    )
 
 
 @rollout.command("start")
@@ -576,8 +583,8 @@ def rollout_status(watch: bool, as_json: bool, port: int | None) -> None:
     if body.get("evaluation"):
         ev = body["evaluation"]
         click.echo(
-            f"evaluation mAP serving {ev['serving']['mAP']:.4f} vs candidate "
-            f"{ev['candidate']['mAP']:.4f} on {ev['eval_dir']}"
+            f"evaluation mAP serving {ev['serving']['map']:.4f} vs candidate "
+            f"{ev['candidate']['map']:.4f} on {ev['eval_dir']}"
         )
     if body.get("agreement"):
         ag = body["agreement"]
@@ -607,6 +614,11 @@ def rollout_promote(force: bool, eval_dir: str | None, port: int | None) -> None
     body = _rollout_call(
         port, "POST", "/rollout/promote", json={"force": force, "eval_dir": eval_dir}
     )
+    if ev := body.get("evaluation"):
+        click.echo(
+            f"evaluation on {ev['eval_dir']}: mAP {ev['serving']['map']:.4f} (previous) -> "
+            f"{ev['candidate']['map']:.4f} (promoted)"
+        )
     click.echo(f"serving {body['serving']}; previous {body['previous']} (still written)")
 
 

@@ -224,3 +224,28 @@ def test_force_promotes_past_the_gate(runtime: Runtime) -> None:
         run(rt.rollout.promote(False, None))
     run(rt.rollout.promote(True, None))
     assert rt.index.serving_version() == candidate
+
+
+def test_promote_with_an_eval_dir_compares_map_and_gates_on_it(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    rt = runtime
+    apply(rt, *catalogue(2))
+    eval_dir = tmp_path / "labelled"
+    for category in CATEGORIES:
+        (eval_dir / category).mkdir(parents=True)
+        for seed in range(3):
+            (eval_dir / category / f"{seed}.jpg").write_bytes(image_bytes(category, 50 + seed))
+    candidate = run(rt.rollout.start("tiny-3"))["version"]
+    step_until_done(rt)
+    evaluation = rt.rollout.evaluate(eval_dir)
+    serving_map, candidate_map = evaluation["serving"]["map"], evaluation["candidate"]["map"]
+    assert 0 < serving_map <= 1 and 0 < candidate_map <= 1
+    assert evaluation["passed"] == (candidate_map >= serving_map)
+    if evaluation["passed"]:
+        run(rt.rollout.promote(False, str(eval_dir)))
+        assert rt.index.serving_version() == candidate
+    else:
+        with pytest.raises(RolloutError, match="candidate mAP"):
+            run(rt.rollout.promote(False, str(eval_dir)))
+        assert rt.index.serving_version() != candidate

@@ -235,7 +235,7 @@ class Rollout:
         result = {
             "eval_dir": str(eval_dir),
             **metrics,
-            "passed": metrics["candidate"]["mAP"] >= metrics["serving"]["mAP"],
+            "passed": metrics["candidate"]["map"] >= metrics["serving"]["map"],
             "at": _now(),
         }
         candidate = rt.registry.candidate()
@@ -263,8 +263,8 @@ class Rollout:
         evaluation = candidate.evaluation
         if evaluation is not None and not evaluation.get("passed"):
             reasons.append(
-                f"candidate mAP {evaluation['candidate']['mAP']:.4f} < serving "
-                f"{evaluation['serving']['mAP']:.4f} on {evaluation['eval_dir']}"
+                f"candidate mAP {evaluation['candidate']['map']:.4f} < serving "
+                f"{evaluation['serving']['map']:.4f} on {evaluation['eval_dir']}"
             )
         return {"ready": not reasons, "reasons": reasons, "coverage": coverage}
 
@@ -296,7 +296,12 @@ class Rollout:
             " (forced past: " + "; ".join(gate["reasons"]) + ")" if not gate["ready"] else "",
             previous.version,
         )
-        return {"serving": serving.version, "previous": previous.version, "gate": gate}
+        return {
+            "serving": serving.version,
+            "previous": previous.version,
+            "gate": gate,
+            "evaluation": serving.evaluation,
+        }
 
     def rollback(self) -> dict[str, Any]:
         rt = self.rt
