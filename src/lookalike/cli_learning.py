@@ -135,6 +135,13 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
     help="Output dimensions [default: the base's, starting from the identity].",
 )
 @click.option("--hidden", "hidden_dim", type=int, default=None, help="MLP hidden width.")
+@click.option(
+    "--tail",
+    is_flag=True,
+    help="Also fine-tune the base's last block (EfficientNet-Lite: the head convolution). "
+    "Re-reads every pair's images from their sources (slower; better with enough clicks).",
+)
+@click.option("--tail-lr", default=3e-4, show_default=True, help="Learning rate of the block.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--restart", is_flag=True, help="Ignore saved training state in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, no progress bars.")
@@ -150,6 +157,8 @@ def train_command(
     temperature: float,
     out_dim: int | None,
     hidden_dim: int | None,
+    tail: bool,
+    tail_lr: float,
     seed: int,
     restart: bool,
     as_json: bool,
@@ -171,6 +180,7 @@ def train_command(
         temperature=temperature,
         out_dim=out_dim,
         hidden_dim=hidden_dim,
+        tail_learning_rate=tail_lr if tail else 0.0,
         seed=seed,
     )
     try:

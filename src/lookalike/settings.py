@@ -175,8 +175,8 @@ class Settings(BaseSettings):
     )
     keep_query_images: bool = Field(
         default=True,
-        description="Keep images uploaded as search queries (by content hash) so training "
-        "pairs can use them.",
+        description="Keep images uploaded as search queries (by content hash, in the blob "
+        "folder) so training pairs can use them.",
     )
 
     # --- HTTP API ------------------------------------------------------------------------------
@@ -262,10 +262,6 @@ class Settings(BaseSettings):
     @property
     def training_pairs_dir(self) -> Path:
         return self.pairs_dir or self.data_dir / "training-pairs"
-
-    @property
-    def query_images_dir(self) -> Path:
-        return self.data_dir / "query-images"
 
     @property
     def all_topics(self) -> list[str]:

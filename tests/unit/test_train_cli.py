@@ -8,7 +8,9 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from imagegen import image_bytes, make_image
 
@@ -19,6 +21,7 @@ from lookalike.clicks.simulate import BuyerModel
 from lookalike.consumers import IndexPoint, QdrantIndex
 from lookalike.encoders import load_encoder
 from lookalike.events import PairQuery, TrainingPair
+from lookalike.images import decode_image
 from lookalike.settings import Settings
 
 CATEGORIES = ("circles", "stripes", "checkers")
@@ -32,17 +35,26 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
     settings = Settings(data_dir=tmp_path / "data")
     base = load_encoder("efficientnet-lite0")
     # The catalogue, indexed under the base version, as a worker would have left it.
+    # Inline uploads keep their bytes in the blob store (so the last block can be trained).
+    store = BlobStore(settings.blobs_path)
     catalogue = [(f"{c}-{s}", c) for c in CATEGORIES for s in range(4)]
-    vectors = base.embed_images([make_image(c, int(i.rsplit("-", 1)[1])) for i, c in catalogue])
+    images = [image_bytes(c, int(i.rsplit("-", 1)[1])) for i, c in catalogue]
+    vectors = base.embed_images([decode_image(b, max_pixels=10**7) for b in images])
     index = QdrantIndex.from_settings(settings)
     index.ensure_collection(base.version, base.dim)
     index.upsert(
         base.version,
-        [IndexPoint(i, v, {"image_id": i}) for (i, _), v in zip(catalogue, vectors, strict=True)],
+        [
+            IndexPoint(
+                i,
+                v,
+                {"image_id": i, "source_kind": "inline", "content_sha256": store.put(data)},
+            )
+            for (i, _), v, data in zip(catalogue, vectors, images, strict=True)
+        ],
     )
     index.close()
     # Query images uploaded to /search, kept by hash; pairs as the click join writes them.
-    store = BlobStore(settings.query_images_dir)
     now = datetime.now(UTC)
     pairs = []
     for n in range(24):
@@ -89,6 +101,30 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
         lookalike.cli.main, [*args, "--out", str(out), "--epochs", "3", "--lr", "0.1", "--json"]
     )
     assert other.exit_code == 1 and "--restart" in other.output
+
+    # --tail: the head convolution is trained too, and saved with the head.
+    tail_out = tmp_path / "model-tail"
+    tail = CliRunner().invoke(
+        lookalike.cli.main, [*args, "--out", str(tail_out), "--epochs", "2", "--tail", "--json"]
+    )
+    assert tail.exit_code == 0, tail.output
+    tail_summary = json.loads(tail.output.strip().splitlines()[-1])
+    assert tail_summary["trained"] == "head and last block" and tail_summary["pairs"] == 24
+    tuned_tail = load_encoder(tail_summary["model"])
+    assert tuned_tail.version not in (tuned.version, base.version)
+    base_conv = load_encoder("efficientnet-lite0").model._conv_head.weight
+    assert not torch.equal(tuned_tail.base.model._conv_head.weight, base_conv)
+    assert torch.equal(load_encoder("efficientnet-lite0").model._conv_head.weight, base_conv)
+
+
+def test_trunk_then_tail_is_the_encoder() -> None:
+    encoder = load_encoder("efficientnet-lite0")
+    tensors = [encoder.preprocess(make_image(c, 3)) for c in CATEGORIES]
+    split = encoder.trainable_tail()
+    with torch.no_grad():
+        features = split.tail(encoder.trunk_maps(tensors))
+    rebuilt = torch.nn.functional.normalize(features, dim=1).numpy()
+    assert np.abs(rebuilt - encoder.embed_tensors(tensors)).max() < 1e-5
 
 
 def test_buyer_model_clicks_relevant_results_with_a_position_bias() -> None:

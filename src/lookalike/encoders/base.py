@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import EncoderUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -110,6 +112,18 @@ def autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | 
     return None
 
 
+@dataclass
+class TrainableTail:
+    """An encoder split for fine-tuning: a frozen trunk and a trainable tail."""
+
+    #: Normalised NCHW batch -> the trunk's feature maps.
+    trunk: Callable[[torch.Tensor], torch.Tensor]
+    #: Feature maps -> pooled features. Shares the encoder's parameters: loading a state dict
+    #: into it changes the encoder.
+    tail: torch.nn.Module
+    description: str
+
+
 class Encoder(ABC):
     """Base class. Subclasses build their model and implement :meth:`forward_features`.
 
@@ -175,6 +189,29 @@ class Encoder(ABC):
     @abstractmethod
     def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
         """NCHW normalised batch on self.device -> N x dim features (not yet normalised)."""
+
+    def trainable_tail(self) -> TrainableTail | None:
+        """The last block(s), split off for fine-tuning; None: only a head can be trained."""
+        return None
+
+    def trunk_maps(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Preprocessed tensors -> what :meth:`trainable_tail`'s tail takes (float32, CPU),
+        computed once so training runs only the tail. Blocking."""
+        split = self.trainable_tail()
+        if split is None:
+            raise EncoderUnavailable(f"{self.name} has no trainable tail: train a head only")
+        batch = torch.stack(list(tensors)).to(self.device)
+        with self._lock, torch.no_grad():  # no_grad, not inference_mode: the maps feed autograd
+            with torch.autocast(
+                self.device.type,
+                dtype=self._dtype or torch.float32,
+                enabled=self._dtype is not None,
+            ):
+                pixels = (
+                    self.preprocessing.normalize(batch) if batch.dtype == torch.uint8 else batch
+                )
+                maps = split.trunk(pixels.contiguous(memory_format=torch.channels_last))
+        return maps.float().cpu()
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         # uint8 pixels (from preprocess) are normalised here, where compilation fuses it into

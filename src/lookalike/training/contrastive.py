@@ -42,6 +42,8 @@ class TrainConfig:
     #: which generalises better from few clicks than a random projection does.
     out_dim: int | None = None
     hidden_dim: int | None = None
+    #: > 0: also fine-tune the base's last block (its ``trainable_tail``) at this rate.
+    tail_learning_rate: float = 0.0
     holdout_fraction: float = 0.1
     seed: int = 0
 
@@ -60,7 +62,11 @@ def pair_accuracy(head: nn.Module | None, data: PairTensors) -> float | None:
     if not bool(has_negatives.any()):
         return None
     with torch.no_grad():
-        vectors = data.vectors if head is None else head(data.vectors)
+        vectors = (
+            data.vectors
+            if head is None
+            else torch.cat([head(part) for part in data.vectors.split(512)])
+        )
         vectors = nn.functional.normalize(vectors, dim=1)
         q = vectors[data.queries[has_negatives]]
         pos = (q * vectors[data.positives[has_negatives]]).sum(1)
@@ -94,7 +100,17 @@ def info_nce(
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, data: PairTensors, digest: str, out_dir: Path) -> None:
+    """``tail``: the base's last block (a copy: training changes it), when the data rows are
+    the trunk's feature maps; None when they are base vectors."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: PairTensors,
+        digest: str,
+        out_dir: Path,
+        tail: nn.Module | None = None,
+    ) -> None:
         self.config = config
         self.data = data
         self.digest = digest
@@ -105,15 +121,21 @@ class Trainer:
         self.holdout = data.subset(order[:n_holdout]) if n_holdout else None
         self.train_rows = order[n_holdout:]
         torch.manual_seed(config.seed)
-        in_dim = int(data.vectors.shape[1])
+        self.tail = tail
+        # Before any training: what the base encoder scores on the held-out pairs.
+        self.base_holdout_accuracy = pair_accuracy(tail, self.holdout) if self.holdout else None
+        in_dim = int(tail(data.vectors[:1]).shape[1]) if tail else int(data.vectors.shape[1])
         self.head = ProjectionHead(in_dim, config.out_dim or in_dim, config.hidden_dim)
         if config.out_dim is None and config.hidden_dim is None:
             with torch.no_grad():
                 self.head.net.weight.copy_(torch.eye(in_dim))
                 self.head.net.bias.zero_()
-        self.optimizer = torch.optim.AdamW(
-            self.head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
+        groups: list[dict] = [{"params": self.head.parameters(), "lr": config.learning_rate}]
+        if tail is not None:
+            groups.append({"params": tail.parameters(), "lr": config.tail_learning_rate})
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        # The model stays in eval mode: batch norm keeps the base's statistics.
+        self.model: nn.Module = nn.Sequential(tail, self.head) if tail else self.head
         self.epoch = 0
         self.history: list[EpochReport] = []
         self.generator = torch.Generator().manual_seed(config.seed + 1)
@@ -130,6 +152,10 @@ class Trainer:
                 "another --out folder, or --restart to start over"
             )
         self.head.load_state_dict(state["head"])
+        if self.tail is not None:
+            if state.get("tail") is None:
+                raise ConfigurationError(f"{self.state_path} holds no tail state: use --restart")
+            self.tail.load_state_dict(state["tail"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.epoch = state["epoch"]
@@ -143,6 +169,7 @@ class Trainer:
                 "config": asdict(self.config),
                 "digest": self.digest,
                 "head": self.head.state_dict(),
+                "tail": self.tail.state_dict() if self.tail is not None else None,
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(),
                 "epoch": self.epoch,
@@ -162,26 +189,24 @@ class Trainer:
         on_epoch: Callable[[EpochReport], None] | None = None,
     ) -> list[EpochReport]:
         while self.epoch < self.config.epochs:
-            self.head.train()
             order = self.train_rows[torch.randperm(len(self.train_rows), generator=self.generator)]
             losses = []
             for start in range(0, len(order), self.config.batch_size):
                 batch = order[start : start + self.config.batch_size]
                 if len(batch) < 2:
                     continue
-                loss = info_nce(self.head, self.data, batch, self.config.temperature)
+                loss = info_nce(self.model, self.data, batch, self.config.temperature)
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
                 losses.append(loss.item())
                 if on_step is not None:
                     on_step(losses[-1])
-            self.head.eval()
             self.epoch += 1
             report = EpochReport(
                 self.epoch,
                 sum(losses) / max(1, len(losses)),
-                pair_accuracy(self.head, self.holdout) if self.holdout else None,
+                pair_accuracy(self.model, self.holdout) if self.holdout else None,
             )
             self.history.append(report)
             self._save_state()
@@ -197,10 +222,11 @@ class Trainer:
             "epochs": self.epoch,
             "final_loss": round(self.history[-1].loss, 4) if self.history else None,
             "holdout_accuracy_base": (
-                round(a, 4)
-                if self.holdout and (a := pair_accuracy(None, self.holdout)) is not None
+                round(self.base_holdout_accuracy, 4)
+                if self.base_holdout_accuracy is not None
                 else None
             ),
+            "trained": "head and last block" if self.tail is not None else "head",
             "holdout_accuracy_trained": (
                 round(self.history[-1].holdout_accuracy, 4)
                 if self.history and self.history[-1].holdout_accuracy is not None

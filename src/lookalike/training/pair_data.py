@@ -13,7 +13,8 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -24,13 +25,16 @@ from ..consumers.qdrant_index import QdrantIndex
 from ..encoders.base import Encoder
 from ..errors import ConfigurationError, ImageRejected
 from ..events import TrainingPair
-from ..images import decode_image
+from ..images import ImageFetcher, decode_image
+from ..images.source import payload_bytes
 
 log = logging.getLogger(__name__)
 
 
 class VectorSource(Protocol):
     def fetch(self, version: str, image_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def payloads(self, version: str, image_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
 
 class ApiVectors:
@@ -57,6 +61,15 @@ class ApiVectors:
                 found[image_id] = np.asarray(vector, dtype=np.float32)
         return found
 
+    def payloads(self, version: str, image_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Indexed records (with their source references), one request each."""
+        found = {}
+        for image_id in image_ids:
+            response = self.client.get(f"/images/{image_id}")
+            if response.status_code == 200:
+                found[image_id] = response.json()
+        return found
+
 
 class IndexVectors:
     """Vectors straight from the index (no worker running)."""
@@ -75,12 +88,16 @@ class IndexVectors:
             found.update(self.index.vectors(version, image_ids[start : start + 500]))
         return found
 
+    def payloads(self, version: str, image_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        records = {i: self.index.get(version, i) for i in image_ids}
+        return {i: r for i, r in records.items() if r is not None}
+
 
 @dataclass
 class PairTensors:
     """Pairs as indices into one table of base vectors (catalogue images and queries alike)."""
 
-    vectors: torch.Tensor  # (N, D) float32, L2-normalised base vectors
+    vectors: torch.Tensor  # (N, D) base vectors, or (N, C, H, W) trunk maps to train a tail
     queries: torch.Tensor  # (P,) row of each pair's query
     positives: torch.Tensor  # (P,) row of each pair's clicked image
     negatives: torch.Tensor  # (P, M) rows of logged negatives, -1 padded
@@ -107,43 +124,67 @@ def build_pair_tensors(
     pairs: Sequence[TrainingPair],
     base: Encoder,
     source: VectorSource,
-    query_images: BlobStore,
+    blobs: BlobStore,
     *,
     max_pixels: int,
+    fetcher: ImageFetcher | None = None,
+    tail: bool = False,
     batch: int = 32,
     progress: Callable[[int], None] | None = None,
 ) -> PairTensors:
-    """Resolve every image the pairs name; pairs with a missing image are skipped (counted)."""
+    """Resolve every image the pairs name; pairs with a missing image are skipped (counted).
+
+    ``tail=False``: rows are base vectors (catalogue images read from the index, queries
+    embedded). ``tail=True``: rows are the base trunk's feature maps, so the tail can be trained;
+    every image is then re-read from its source (``fetcher``, ``blobs``) and run through the
+    trunk.
+    """
     catalogue_ids = sorted(
         {p.positive for p in pairs}
         | {n for p in pairs for n in p.negatives}
         | {p.query.image_id for p in pairs if p.query.image_id}
     )
-    found = source.fetch(base.version, catalogue_ids)
-    log.info("%d of %d catalogue images found in the index", len(found), len(catalogue_ids))
     rows: dict[str, int] = {}
-    table: list[np.ndarray] = []
-    for image_id, vector in found.items():
-        rows[image_id] = len(table)
-        table.append(vector)
+    table: list[torch.Tensor] = []
+    # (row key, how to read the image's bytes) for images that go through the model here
+    to_run: list[tuple[str, Callable[[], bytes | None]]] = []
+    if tail:
+        if fetcher is None:
+            raise ValueError("training the tail re-reads catalogue images: give a fetcher")
+        for image_id, payload in source.payloads(base.version, catalogue_ids).items():
+            to_run.append((image_id, partial(payload_bytes, payload, fetcher, blobs)))
+    else:
+        found = source.fetch(base.version, catalogue_ids)
+        log.info("%d of %d catalogue images found in the index", len(found), len(catalogue_ids))
+        for image_id, vector in found.items():
+            rows[image_id] = len(table)
+            table.append(torch.from_numpy(vector))
+    for sha in sorted({p.query.content_sha256 for p in pairs if p.query.content_sha256}):
+        to_run.append(("sha:" + sha, partial(blobs.get, sha)))
 
-    hashes = sorted({p.query.content_sha256 for p in pairs if p.query.content_sha256})
-    pending: list[tuple[str, torch.Tensor]] = []
-    for sha in hashes:
-        data = query_images.get(sha)
-        if data is None:
-            continue
-        try:
-            image = decode_image(data, max_pixels=max_pixels, target_size=base.preprocessing.resize)
-        except ImageRejected as exc:
-            log.warning("query image %s unreadable: %s", sha[:12], exc)
-            continue
-        pending.append((sha, base.preprocess(image)))
-    for start in range(0, len(pending), batch):
-        chunk = pending[start : start + batch]
-        for (sha, _), vector in zip(chunk, base.embed_tensors([t for _, t in chunk]), strict=True):
-            rows["sha:" + sha] = len(table)
-            table.append(vector)
+    def model(tensors: list[torch.Tensor]) -> Sequence[torch.Tensor]:
+        return base.trunk_maps(tensors) if tail else torch.from_numpy(base.embed_tensors(tensors))
+
+    for start in range(0, len(to_run), batch):
+        chunk = to_run[start : start + batch]
+        keys, tensors = [], []
+        for key, read in chunk:
+            try:
+                data = read()
+                if data is None:
+                    continue
+                image = decode_image(
+                    data, max_pixels=max_pixels, target_size=base.preprocessing.resize
+                )
+            except ImageRejected as exc:
+                log.warning("training image %s unreadable: %s", key, exc.reason)
+                continue
+            keys.append(key)
+            tensors.append(base.preprocess(image))
+        if tensors:
+            for key, value in zip(keys, model(tensors), strict=True):
+                rows[key] = len(table)
+                table.append(value)
         if progress is not None:
             progress(len(chunk))
 
@@ -170,7 +211,7 @@ def build_pair_tensors(
     for i, row in enumerate(negatives):
         padded[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     return PairTensors(
-        vectors=torch.from_numpy(np.stack(table).astype(np.float32)),
+        vectors=torch.stack(table).float(),
         queries=torch.tensor(queries, dtype=torch.long),
         positives=torch.tensor(positives, dtype=torch.long),
         negatives=padded,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..encoders import load_encoder
 from ..encoders.base import file_digest, model_version_id
 from ..encoders.finetuned import save_checkpoint
 from ..errors import ConfigurationError
+from ..images import ImageFetcher
 from ..settings import Settings
 from .contrastive import STATE_FILE, TrainConfig, Trainer
 from .pair_data import ApiVectors, IndexVectors, VectorSource, build_pair_tensors, pairs_digest
@@ -58,19 +60,29 @@ def train_from_pairs(
     log.info("%d training pairs; base encoder %s", len(pairs), base.version)
     with ExitStack() as stack:
         source = _vector_source(settings, stack)
-        bar = tqdm(desc="query images", unit="img", disable=not progress)
+        tail = config.tail_learning_rate > 0
+        split = base.trainable_tail() if tail else None
+        if tail and split is None:
+            raise ConfigurationError(f"{base.name} has no trainable last block: train a head only")
+        fetcher = stack.enter_context(ImageFetcher.from_settings(settings)) if tail else None
+        bar = tqdm(desc="reading images", unit="img", disable=not progress)
         data = build_pair_tensors(
             pairs,
             base,
             source,
-            BlobStore(settings.query_images_dir),
+            BlobStore(settings.blobs_path),
             max_pixels=settings.max_image_pixels,
+            fetcher=fetcher,
+            tail=tail,
             progress=bar.update,
         )
         bar.close()
     if data.skipped and any(data.skipped.values()):
         log.warning("skipped pairs whose images could not be found: %s", data.skipped)
-    trainer = Trainer(config, data, pairs_digest(pairs), out_dir)
+    # A copy: the base encoder itself stays as it is.
+    trainer = Trainer(
+        config, data, pairs_digest(pairs), out_dir, copy.deepcopy(split.tail) if split else None
+    )
     if restart:
         (out_dir / STATE_FILE).unlink(missing_ok=True)
     elif trainer.resume():
@@ -92,7 +104,13 @@ def train_from_pairs(
 
         trainer.run(on_step, on_epoch)
     summary = trainer.summary() | {"skipped": data.skipped, "base_version": base.version}
-    model_path = save_checkpoint(out_dir / MODEL_FILE, base, trainer.head, metadata=summary)
+    model_path = save_checkpoint(
+        out_dir / MODEL_FILE,
+        base,
+        trainer.head,
+        metadata=summary,
+        tail_state=trainer.tail.state_dict() if trainer.tail is not None else None,
+    )
     version = model_version_id(
         f"finetuned-{base.name}", file_digest(model_path), base.preprocessing
     )
