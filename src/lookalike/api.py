@@ -41,6 +41,16 @@ def _filters_from(mapping: Any) -> dict[str, Any]:
     return {k: mapping[k] for k in ("category", "seller_id", "listing_id") if mapping.get(k)}
 
 
+async def json_object(request: Any) -> dict[str, Any]:
+    """A request's JSON body as an object ({} when empty or not an object); SearchError (400)
+    when it is not JSON."""
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except json.JSONDecodeError as exc:
+        raise SearchError(f"request body is not valid JSON: {exc}") from None
+    return body if isinstance(body, dict) else {}
+
+
 async def parse_search_request(request: Any) -> SearchRequest:
     """Build a SearchRequest from a multipart upload, a raw image body or a JSON body."""
     content_type = request.content_type or ""
@@ -65,11 +75,8 @@ async def parse_search_request(request: Any) -> SearchRequest:
             image_bytes=body,
             **_who(query),
         )
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except json.JSONDecodeError as exc:
-        raise SearchError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("image_id"), str):
+    body = await json_object(request)
+    if not isinstance(body.get("image_id"), str):
         raise SearchError('JSON search needs {"image_id": "...", "k": 10, "filter": {...}}')
     conditions = body.get("filter") or {}
     if not isinstance(conditions, dict):
@@ -156,18 +163,22 @@ def register_views(
     @app.page("/vectors")
     class VectorsView(View):
         async def post(self, request: Request) -> Response:
-            """Stored vectors by image id, for the training job: {"version", "image_ids"}."""
+            """Stored vectors by image id, for the training job: {"version", "image_ids"};
+            with "payloads": true, the stored records instead."""
             try:
-                body = json.loads(await request.read() or b"{}")
-            except json.JSONDecodeError as exc:
-                return error(self, 400, f"request body is not valid JSON: {exc}")
-            ids = body.get("image_ids") if isinstance(body, dict) else None
-            version = body.get("version") if isinstance(body, dict) else None
+                body = await json_object(request)
+            except SearchError as exc:
+                return error(self, exc.status, str(exc))
+            ids, version = body.get("image_ids"), body.get("version")
             if not isinstance(ids, list) or not isinstance(version, str) or len(ids) > 1000:
                 return error(self, 400, 'vectors need {"version": "...", "image_ids": [<=1000]}')
             if version not in await off_loop(runtime.index.versions):
                 return error(self, 404, f"no index for model version {version!r}")
-            found = await off_loop(runtime.index.vectors, version, [str(i) for i in ids])
+            ids = [str(i) for i in ids]
+            if body.get("payloads"):
+                payloads = await off_loop(runtime.index.payloads, version, ids)
+                return self.json({"version": version, "payloads": payloads})
+            found = await off_loop(runtime.index.vectors, version, ids)
             return self.json(
                 {"version": version, "vectors": {k: v.tolist() for k, v in found.items()}}
             )
@@ -209,10 +220,10 @@ def register_views(
     class ReviewView(View):
         async def post(self, request: Request, alert_id: str) -> Response:
             try:
-                body = json.loads(await request.read() or b"{}")
-            except json.JSONDecodeError as exc:
-                return error(self, 400, f"request body is not valid JSON: {exc}")
-            decision = body.get("decision") if isinstance(body, dict) else None
+                body = await json_object(request)
+            except SearchError as exc:
+                return error(self, exc.status, str(exc))
+            decision = body.get("decision")
             if decision not in ("confirmed", "dismissed"):
                 return error(self, 400, 'review needs {"decision": "confirmed" | "dismissed"}')
             result = await off_loop(runtime.review_alert, alert_id, decision, body.get("note"))
@@ -259,10 +270,9 @@ def register_views(
     class RolloutView(View):
         async def post(self, request: Request, step: str) -> Response:
             try:
-                body = json.loads(await request.read() or b"{}")
-            except json.JSONDecodeError as exc:
-                return error(self, 400, f"request body is not valid JSON: {exc}")
-            body = body if isinstance(body, dict) else {}
+                body = await json_object(request)
+            except SearchError as exc:
+                return error(self, exc.status, str(exc))
             rollout = runtime.rollout
             try:
                 if step == "start":

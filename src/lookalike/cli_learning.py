@@ -67,14 +67,17 @@ def simulate_clicks_command(
         _fail(f"{report.failed_searches} searches failed")
 
 
-@main.command("pairs")
-@click.option(
+pairs_option = click.option(
     "--pairs",
     "pairs_path",
     type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="A pairs file or folder [default: LOOKALIKE_PAIRS_DIR].",
+    help="Pairs file or folder [default: LOOKALIKE_PAIRS_DIR, i.e. {data dir}/training-pairs].",
 )
+
+
+@main.command("pairs")
+@pairs_option
 @data_dir_option
 def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
     """Count the training pairs on disk, per date and per model version."""
@@ -104,13 +107,7 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
 
 
 @main.command("train")
-@click.option(
-    "--pairs",
-    "pairs_path",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Pairs file or folder [default: LOOKALIKE_PAIRS_DIR, i.e. {data dir}/training-pairs].",
-)
+@pairs_option
 @click.option(
     "--base",
     default=None,

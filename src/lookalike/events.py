@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -171,6 +171,15 @@ ImageEvent = Annotated[
 _IMAGE_EVENT: TypeAdapter[Any] = TypeAdapter(ImageEvent)
 
 
+class SourceMessage(Protocol):
+    """Where a consumed message came from, and its raw value."""
+
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
 class DeadLetter(_Model):
     """An input the worker could not process, with why and where it failed."""
 
@@ -187,6 +196,32 @@ class DeadLetter(_Model):
     payload: str = Field(description="The original message value: UTF-8 text, else base64.")
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"
     failed_at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def for_message(
+        cls,
+        message: SourceMessage,
+        *,
+        reason: str,
+        stage: str,
+        error_type: str,
+        event_id: str | None = None,
+        image_id: str | None = None,
+    ) -> DeadLetter:
+        """The dead letter of one consumed message, carrying its original value."""
+        payload, encoding = cls.encode_payload(message.value)
+        return cls(
+            reason=reason,
+            stage=stage,
+            error_type=error_type,
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            event_id=event_id,
+            image_id=image_id,
+            payload=payload,
+            payload_encoding=encoding,
+        )
 
     @staticmethod
     def encode_payload(raw: bytes) -> tuple[str, Literal["utf-8", "base64"]]:

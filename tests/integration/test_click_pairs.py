@@ -3,6 +3,9 @@ SIGKILL in the middle of the click stream, and nothing lost or doubled."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,5 +141,24 @@ def test_worker_restart_mid_click_stream_neither_loses_nor_duplicates_pairs(
         online = stats["online"][searches[0]["model_version"]]
         assert online["searches"] == 6 and online["clicks"] == 12
         assert online["ctr"] == 1.0 and online["mrr"] == 0.5  # every first click at rank 2
+
+        # Training reads the catalogue through the running worker (it holds embedded Qdrant):
+        # stored vectors for the head, stored records (-> blob bytes) for the last block.
+        for extra in ([], ["--tail"]):
+            trained = subprocess.run(
+                [sys.executable, "-m", "lookalike", "train", "--data-dir", str(data_dir)]
+                + ["--port", str(worker.port), "--out", str(tmp_path / f"model{len(extra)}")]
+                + ["--epochs", "1", "--json", *extra],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert trained.returncode == 0, trained.stderr[-2000:]
+            summary = json.loads(trained.stdout.strip().splitlines()[-1])
+            assert summary["pairs"] == 12 and summary["skipped"] == {
+                "query_missing": 0,
+                "positive_missing": 0,
+            }
     finally:
         assert worker.stop() == 0, worker.log_tail()

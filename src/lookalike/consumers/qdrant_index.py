@@ -223,6 +223,14 @@ class QdrantIndex:
             for r in records
         }
 
+    def payloads(self, version: str, image_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored records (payloads) of the given images, in one request."""
+        with self._lock:
+            records = self.client.retrieve(
+                self.collection_name(version), ids=[point_id(i) for i in image_ids]
+            )
+        return {str((r.payload or {})["image_id"]): dict(r.payload or {}) for r in records}
+
     def search(
         self,
         version: str,
@@ -310,13 +318,14 @@ class QdrantIndex:
             if offset is None:
                 return
 
-    def ensure_named_collection(self, name: str, dim: int) -> None:
+    def ensure_named_collection(self, name: str, dim: int | None) -> None:
+        """A collection outside the version naming; ``dim=None``: payload-only records."""
+        vectors: models.VectorParams | dict = (
+            models.VectorParams(size=dim, distance=models.Distance.COSINE) if dim else {}
+        )
         with self._lock:
             if not self.client.collection_exists(name):
-                self.client.create_collection(
-                    name,
-                    vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
-                )
+                self.client.create_collection(name, vectors_config=vectors)
 
     def count(self, version: str) -> int:
         with self._lock:

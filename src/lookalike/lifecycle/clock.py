@@ -17,13 +17,12 @@ back, whichever model versions exist then.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from ..consumers.qdrant_index import QdrantIndex, point_id
 
@@ -82,18 +81,16 @@ def is_current(clock: ClockTuple, held: ClockRecord | None) -> bool:
 class ClockStore:
     """Latest applied clock and live/removed state per image id (a Qdrant collection)."""
 
-    def __init__(self, client: QdrantClient, collection: str, lock: threading.RLock) -> None:
-        self.client = client
+    def __init__(self, index: QdrantIndex, collection: str) -> None:
+        self.client = index.client
         self.collection = collection
-        self._lock = lock
-        with self._lock:
-            if not client.collection_exists(collection):
-                client.create_collection(collection, vectors_config={})
+        self._lock = index.lock
+        index.ensure_named_collection(collection, None)
 
     @classmethod
     def for_index(cls, index: QdrantIndex) -> ClockStore:
         """The store beside ``index``'s collections (named so it is never taken for a version)."""
-        return cls(index.client, f"clocks-{index.prefix}", index.lock)
+        return cls(index, f"clocks-{index.prefix}")
 
     def get_many(self, image_ids: Iterable[str]) -> dict[str, ClockRecord]:
         ids = sorted(set(image_ids))

@@ -21,12 +21,11 @@ between switching it and saving the records is repaired at start-up (:meth:`reco
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 
 from ..consumers.qdrant_index import QdrantIndex, point_id
 from ..errors import LookalikeError
@@ -66,17 +65,15 @@ class VersionRecord:
 
 
 class VersionRegistry:
-    def __init__(self, client: QdrantClient, collection: str, lock: threading.RLock) -> None:
-        self.client = client
+    def __init__(self, index: QdrantIndex, collection: str) -> None:
+        self.client = index.client
         self.collection = collection
-        self._lock = lock
-        with self._lock:
-            if not client.collection_exists(collection):
-                client.create_collection(collection, vectors_config={})
+        self._lock = index.lock
+        index.ensure_named_collection(collection, None)
 
     @classmethod
     def for_index(cls, index: QdrantIndex) -> VersionRegistry:
-        return cls(index.client, f"versions-{index.prefix}", index.lock)
+        return cls(index, f"versions-{index.prefix}")
 
     # --- reading -------------------------------------------------------------------------------
     def all(self) -> list[VersionRecord]:

@@ -25,18 +25,7 @@ SendFn = Callable[[bytes | None, bytes], Awaitable[None]]
 
 
 def _letter(source: Source, reason: str, stage: str, error_type: str, **ids: Any) -> DeadLetter:
-    payload, encoding = DeadLetter.encode_payload(source.value)
-    return DeadLetter(
-        reason=reason,
-        stage=stage,
-        error_type=error_type,
-        source_topic=source.topic,
-        source_partition=source.partition,
-        source_offset=source.offset,
-        payload=payload,
-        payload_encoding=encoding,
-        **ids,
-    )
+    return DeadLetter.for_message(source, reason=reason, stage=stage, error_type=error_type, **ids)
 
 
 def rejected_letter(rejected: Rejected) -> DeadLetter:
@@ -101,8 +90,11 @@ class ClickPairs:
     async def _send(self, pairs: Sequence[TrainingPair]) -> None:
         if not pairs:
             return
-        for pair in pairs:
-            await self.send_pair(pair.search_id.encode(), pair.model_dump_json().encode())
+        # All in flight at once (one broker round trip, not one per pair); order does not
+        # matter: the file sink keys on pair ids.
+        await asyncio.gather(
+            *(self.send_pair(p.search_id.encode(), p.model_dump_json().encode()) for p in pairs)
+        )
         await self._run(self.join.mark_sent, [p.pair_id for p in pairs])
         self.counts["pairs"] += len(pairs)
 

@@ -107,18 +107,13 @@ def dead_letter_for(
     reason = (
         error.reason if isinstance(error, ImageRejected) else f"{type(error).__name__}: {error}"
     )
-    payload, encoding = DeadLetter.encode_payload(message.value)
-    return DeadLetter(
+    return DeadLetter.for_message(
+        message,
         reason=reason,
         stage=stage,
         error_type=type(error).__name__,
-        source_topic=message.topic,
-        source_partition=message.partition,
-        source_offset=message.offset,
         event_id=event.event_id if event else None,
         image_id=event.image_id if event else None,
-        payload=payload,
-        payload_encoding=encoding,
     )
 
 

@@ -37,6 +37,13 @@ class VectorSource(Protocol):
     def payloads(self, version: str, image_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
 
+def _no_version(version: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"the index holds no vectors for {version}: train on the encoder that indexed the "
+        "catalogue (see `lookalike stats`)"
+    )
+
+
 class ApiVectors:
     """Vectors from a running worker (``POST /vectors``): embedded Qdrant is single-process."""
 
@@ -44,31 +51,26 @@ class ApiVectors:
         self.client = client
         self.chunk = chunk
 
-    def fetch(self, version: str, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
+    def _post(self, version: str, image_ids: Sequence[str], what: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
         for start in range(0, len(image_ids), self.chunk):
-            response = self.client.post(
-                "/vectors",
-                json={"version": version, "image_ids": list(image_ids[start : start + self.chunk])},
-            )
+            body = {"version": version, "image_ids": list(image_ids[start : start + self.chunk])}
+            response = self.client.post("/vectors", json=body | {"payloads": what == "payloads"})
             if response.status_code == 404:
-                raise ConfigurationError(
-                    f"the index holds no vectors for {version}: train on the encoder that "
-                    "indexed the catalogue (see `lookalike stats`)"
-                )
+                raise _no_version(version)
             response.raise_for_status()
-            for image_id, vector in response.json()["vectors"].items():
-                found[image_id] = np.asarray(vector, dtype=np.float32)
+            found.update(response.json()[what])
         return found
 
+    def fetch(self, version: str, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {
+            image_id: np.asarray(vector, dtype=np.float32)
+            for image_id, vector in self._post(version, image_ids, "vectors").items()
+        }
+
     def payloads(self, version: str, image_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Indexed records (with their source references), one request each."""
-        found = {}
-        for image_id in image_ids:
-            response = self.client.get(f"/images/{image_id}")
-            if response.status_code == 200:
-                found[image_id] = response.json()
-        return found
+        """Indexed records, with their source references."""
+        return self._post(version, image_ids, "payloads")
 
 
 class IndexVectors:
@@ -77,20 +79,21 @@ class IndexVectors:
     def __init__(self, index: QdrantIndex) -> None:
         self.index = index
 
-    def fetch(self, version: str, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def _read(
+        self, read: Callable[[str, Sequence[str]], dict], version: str, ids: Sequence[str]
+    ) -> dict[str, Any]:
         if version not in self.index.versions():
-            raise ConfigurationError(
-                f"the index holds no vectors for {version}: train on the encoder that indexed "
-                "the catalogue (see `lookalike stats`)"
-            )
-        found: dict[str, np.ndarray] = {}
-        for start in range(0, len(image_ids), 500):
-            found.update(self.index.vectors(version, image_ids[start : start + 500]))
+            raise _no_version(version)
+        found: dict[str, Any] = {}
+        for start in range(0, len(ids), 500):
+            found.update(read(version, ids[start : start + 500]))
         return found
 
+    def fetch(self, version: str, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self._read(self.index.vectors, version, image_ids)
+
     def payloads(self, version: str, image_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        records = {i: self.index.get(version, i) for i in image_ids}
-        return {i: r for i, r in records.items() if r is not None}
+        return self._read(self.index.payloads, version, image_ids)
 
 
 @dataclass
