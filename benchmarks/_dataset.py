@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lookalike.datasets import labelled_images
+from lookalike.evaluation import labelled_images
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared/datasets/clothing-small/train"

@@ -24,20 +24,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from _dataset import DEFAULT_DATASET, labelled_images
 
-from lookalike.events import ImageUploaded, InlineSource
+from lookalike.events import ConsumedMessage, ImageUploaded, InlineSource
+from lookalike.executors import run_in
 from lookalike.images import decode_image
 from lookalike.settings import Settings
-from lookalike.streams.indexing import InboundMessage
 from lookalike.streams.runtime import Runtime
 
 CANDIDATE = "efficientnet-lite1"
 
 
-def messages(paths: list[tuple[Path, str]], tag: str) -> list[InboundMessage]:
+def messages(paths: list[tuple[Path, str]], tag: str) -> list[ConsumedMessage]:
     out = []
     for n, (path, label) in enumerate(paths):
         event = ImageUploaded(
@@ -47,16 +46,12 @@ def messages(paths: list[tuple[Path, str]], tag: str) -> list[InboundMessage]:
             category=label,
             image=InlineSource(data=path.read_bytes()),
         )
-        out.append(InboundMessage(event.to_json_bytes(), "bench", 0, n))
+        out.append(ConsumedMessage("bench", 0, n, event.to_json_bytes()))
     return out
 
 
-async def off(executor: Any, fn: Any, *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-
-
 async def live(
-    rt: Runtime, batch_list: list[list[InboundMessage]], interval: float = 0.0
+    rt: Runtime, batch_list: list[list[ConsumedMessage]], interval: float = 0.0
 ) -> tuple[float, list[float]]:
     """Feed micro-batches through prepare -> embed -> write, two in flight like the agent;
     ``interval``: seconds between batch arrivals (0: back to back). Returns (seconds,
@@ -64,13 +59,13 @@ async def live(
     slots = asyncio.Semaphore(2)
     latencies: list[float] = []
 
-    async def one(batch: list[InboundMessage]) -> None:
+    async def one(batch: list[ConsumedMessage]) -> None:
         arrived = time.perf_counter()
         async with slots:
             pipe = rt.pipeline
-            result = await off(rt.prepare_executor, pipe.prepare, batch)
-            result = await off(rt.model_executor, pipe.embed, result)
-            await off(rt.index_executor, pipe.write, result)
+            result = await run_in(rt.executors.prepare, pipe.prepare, batch)
+            result = await run_in(rt.executors.model, pipe.embed, result)
+            await run_in(rt.executors.write, pipe.write, result)
         latencies.append(time.perf_counter() - arrived)
 
     started = time.perf_counter()
@@ -87,11 +82,11 @@ async def live(
 
 async def backfill_until(rt: Runtime, stop: asyncio.Event | None = None) -> tuple[float, int]:
     """Run backfill steps until done (or ``stop``); returns (seconds, images embedded)."""
-    started, before = time.perf_counter(), rt.counters.backfill_embedded
+    started, before = time.perf_counter(), rt.rollout.embedded
     while not (stop is not None and stop.is_set()):
         if not await rt.rollout.step():
             break
-    return time.perf_counter() - started, rt.counters.backfill_embedded - before
+    return time.perf_counter() - started, rt.rollout.embedded - before
 
 
 async def restart_rollout(rt: Runtime) -> None:

@@ -36,12 +36,12 @@ from _dataset import DEFAULT_DATASET, RESULTS, labelled_images
 from PIL import Image
 from qdrant_client import QdrantClient
 
-from lookalike.consumers import IndexPoint, QdrantIndex
-from lookalike.encoders import configure_threads, load_encoder, load_encoder_from_settings
+from lookalike.encoders import configure_threads, encoder_from_settings, load_encoder
 from lookalike.events import ImageUploaded, InlineSource
 from lookalike.images import decode_image
-from lookalike.local_broker import free_port, start_local_broker, stop_local_broker
-from lookalike.publish import UploadPublisher
+from lookalike.index import IndexPoint, QdrantIndex
+from lookalike.kafka.local_broker import free_port, start_local_broker, stop_local_broker
+from lookalike.kafka.publisher import UploadPublisher
 from lookalike.settings import Settings
 
 MAX_PIXELS = 50_000_000
@@ -63,7 +63,7 @@ def bench_decode(blobs: list[bytes], size: int) -> tuple[float, float]:
 
 
 def bench_in_process(settings: Settings, blobs: list[bytes], batch: int) -> tuple[float, float]:
-    encoder = load_encoder_from_settings(settings)
+    encoder = encoder_from_settings(settings)
     size = encoder.preprocessing.resize
 
     def prepare(data: bytes) -> torch.Tensor:
@@ -245,7 +245,7 @@ def main() -> None:
     blobs = [path.read_bytes() for path in files]
     settings = Settings()  # the worker's defaults (precision, threads, decode pool)
     threads = configure_threads(settings.torch_threads, reserve=1)  # as the worker does
-    probe = load_encoder_from_settings(settings)
+    probe = encoder_from_settings(settings)
     print(
         f"{len(files)} images from {args.dataset}; encoder {probe.version} "
         f"({probe.precision}{', compiled' if settings.compile else ''}, forward passes of "

@@ -11,8 +11,9 @@ import base64
 import binascii
 import hashlib
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -27,13 +28,10 @@ from pydantic import (
     field_validator,
 )
 
-from .errors import InvalidEvent
+from .errors import InvalidEvent, RejectedInput
+from .utc import utcnow
 
 SCHEMA_VERSION = 1
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class _Model(BaseModel):
@@ -171,13 +169,15 @@ ImageEvent = Annotated[
 _IMAGE_EVENT: TypeAdapter[Any] = TypeAdapter(ImageEvent)
 
 
-class SourceMessage(Protocol):
-    """Where a consumed message came from, and its raw value."""
+@dataclass(frozen=True)
+class ConsumedMessage:
+    """One message as consumed: where it came from (for dead letters, logs and the dead-letter
+    ledger's dedupe key) and its raw value."""
 
-    value: bytes
     topic: str
     partition: int
     offset: int
+    value: bytes
 
 
 class DeadLetter(_Model):
@@ -200,20 +200,19 @@ class DeadLetter(_Model):
     @classmethod
     def for_message(
         cls,
-        message: SourceMessage,
+        message: ConsumedMessage,
+        error: RejectedInput,
         *,
-        reason: str,
-        stage: str,
-        error_type: str,
         event_id: str | None = None,
         image_id: str | None = None,
     ) -> DeadLetter:
-        """The dead letter of one consumed message, carrying its original value."""
+        """The dead letter of one consumed message that ``error`` rejected: the only place one
+        is built. It carries the original value, the stage and the reason."""
         payload, encoding = cls.encode_payload(message.value)
         return cls(
-            reason=reason,
-            stage=stage,
-            error_type=error_type,
+            reason=error.reason,
+            stage=error.stage,
+            error_type=type(error).__name__,
             source_topic=message.topic,
             source_partition=message.partition,
             source_offset=message.offset,
@@ -238,11 +237,6 @@ def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
         f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
         for err in exc.errors()[:limit]
     )
-
-
-def parse_upload(raw: bytes | str) -> ImageUploaded:
-    """Parse one message value from the uploads topic, or raise :class:`InvalidEvent`."""
-    return parse_model(ImageUploaded, raw)
 
 
 def parse_image_event(

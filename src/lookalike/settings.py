@@ -226,10 +226,6 @@ class Settings(BaseSettings):
         return self.data_dir / "alerts.sqlite"
 
     @property
-    def serving_alias(self) -> str:
-        return f"{self.collection_prefix}-serving"
-
-    @property
     def base_api_url(self) -> str:
         return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.local_broker import start_local_broker, stop_local_broker
+from lookalike.kafka.local_broker import start_local_broker, stop_local_broker
 from lookalike.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from lookalike.local_broker import free_port
+from lookalike.kafka.local_broker import free_port
 
 
 def clean_env(**overrides: str) -> dict[str, str]:

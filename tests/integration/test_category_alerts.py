@@ -14,9 +14,9 @@ import pytest
 from imagegen import CATEGORIES, image_bytes
 
 from lookalike.events import ImageUploaded, InlineSource
-from lookalike.publish import UploadPublisher
+from lookalike.kafka.publisher import UploadPublisher
+from lookalike.kafka.topic_reader import read_topic
 from lookalike.settings import Settings
-from lookalike.topic_reader import read_topic
 
 from .stack import LookalikeProcess, clean_env, wait_for
 

@@ -16,7 +16,7 @@ from imagegen import image_bytes
 
 from lookalike.clicks import read_pairs
 from lookalike.events import Click, ImageUploaded, InlineSource, TrainingPair
-from lookalike.publish import ClickPublisher, UploadPublisher
+from lookalike.kafka.publisher import ClickPublisher, UploadPublisher
 from lookalike.settings import Settings
 
 from .stack import LookalikeProcess, clean_env, wait_for

@@ -12,7 +12,7 @@ import httpx
 from imagegen import CATEGORIES, image_bytes
 
 from lookalike.events import ImageUploaded, InlineSource
-from lookalike.publish import UploadPublisher
+from lookalike.kafka.publisher import UploadPublisher
 from lookalike.settings import Settings
 
 from .stack import LookalikeProcess, clean_env, wait_for

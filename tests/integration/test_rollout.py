@@ -30,8 +30,8 @@ import pytest
 from imagegen import CATEGORIES, image_bytes
 
 from lookalike.events import ImageAttributesChanged, ImageRemoved, ImageUploaded, InlineSource
-from lookalike.lifecycle.clock import clock_of
-from lookalike.publish import UploadPublisher
+from lookalike.indexing import clock_of
+from lookalike.kafka.publisher import UploadPublisher
 from lookalike.settings import Settings
 
 from .stack import LookalikeProcess, clean_env, wait_for
@@ -244,6 +244,8 @@ class Traffic:
                 )
             elif roll < 0.85:
                 image_id = self.live.pop(self.rng.randrange(len(self.live)))
+                # Indexed first: a 404 for an upload still in flight would not confirm a removal.
+                wait_for(lambda i=image_id: image_record(self.worker, i), 60, "the upload")
                 self.publisher.send(ImageRemoved(image_id=image_id, reason="sold"))
                 wait_for(lambda i=image_id: image_record(self.worker, i) is None, 60, "removal")
                 self.removed.add(image_id)

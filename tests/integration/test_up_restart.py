@@ -12,7 +12,7 @@ from pathlib import Path
 
 from imagegen import CATEGORIES, image_bytes
 
-from lookalike.local_broker import running_broker
+from lookalike.kafka.local_broker import running_broker
 
 from .stack import LookalikeProcess, clean_env, wait_for
 

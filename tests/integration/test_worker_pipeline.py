@@ -19,9 +19,9 @@ from imagegen import CATEGORIES, image_bytes
 from PIL import Image
 
 from lookalike.events import FileSource, ImageUploaded, InlineSource, UrlSource
-from lookalike.publish import UploadPublisher
+from lookalike.kafka.publisher import UploadPublisher
+from lookalike.kafka.topic_reader import read_topic
 from lookalike.settings import Settings
-from lookalike.topic_reader import read_topic
 
 from .stack import LookalikeProcess, clean_env, wait_for
 
@@ -301,7 +301,7 @@ def test_searches_are_logged_and_clicks_accepted(
     stack: Stack, indexed: list[ImageUploaded]
 ) -> None:
     from lookalike.events import Click
-    from lookalike.publish import ClickPublisher
+    from lookalike.kafka.publisher import ClickPublisher
 
     response = httpx.post(
         f"{stack.worker.url}/search",

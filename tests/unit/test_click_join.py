@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.clicks import ClickJoin, PairFileWriter, Source, read_pairs
-from lookalike.events import Click, SearchServed, ServedResult, TrainingPair
+from lookalike.clicks import ClickJoin, PairFileWriter, read_pairs
+from lookalike.events import Click, ConsumedMessage, SearchServed, ServedResult, TrainingPair
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -37,8 +37,8 @@ def click(image_id: str, search_id: str = "s1", after: float = 5.0, **kw) -> Cli
     )
 
 
-def source(offset: int, value: bytes = b"{}") -> Source:
-    return Source("lookalike.clicks", 0, offset, value)
+def source(offset: int, value: bytes = b"{}") -> ConsumedMessage:
+    return ConsumedMessage("lookalike.clicks", 0, offset, value)
 
 
 @pytest.fixture()

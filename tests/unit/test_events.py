@@ -18,7 +18,7 @@ from lookalike.events import (
     ImageUploaded,
     InlineSource,
     UrlSource,
-    parse_upload,
+    parse_model,
 )
 
 JPEG = image_bytes("circles", 0)
@@ -58,20 +58,20 @@ def test_round_trip(source: Any) -> None:
     original = event(source)
     raw = original.to_json_bytes()
     assert isinstance(raw, bytes)
-    parsed = parse_upload(raw)
+    parsed = parse_model(ImageUploaded, raw)
     assert parsed == original
     assert parsed.image.kind == source.kind
     assert parsed.image.reference() == source.reference()
     assert parsed.occurred_at == datetime(2024, 5, 17, 12, 30, tzinfo=UTC)
     # str input is accepted as well as bytes
-    assert parse_upload(raw.decode("utf-8")) == original
+    assert parse_model(ImageUploaded, raw.decode("utf-8")) == original
 
 
 def test_inline_bytes_are_base64_in_json() -> None:
     data = bytes(range(256))
     wire = json.loads(event(InlineSource(data=data)).to_json_bytes())
     assert wire["image"] == {"kind": "inline", "data": base64.b64encode(data).decode("ascii")}
-    assert parse_upload(json.dumps(wire)).image.data == data  # type: ignore[union-attr]
+    assert parse_model(ImageUploaded, json.dumps(wire)).image.data == data  # type: ignore[union-attr]
 
 
 def test_wire_envelope() -> None:
@@ -117,7 +117,7 @@ def test_events_are_frozen() -> None:
 )
 def test_malformed_json_is_parse_stage(raw: bytes) -> None:
     with pytest.raises(InvalidEvent) as info:
-        parse_upload(raw)
+        parse_model(ImageUploaded, raw)
     assert info.value.stage == "parse"
     assert info.value.reason.startswith("malformed JSON")
     assert isinstance(info.value, ImageRejected)
@@ -126,7 +126,7 @@ def test_malformed_json_is_parse_stage(raw: bytes) -> None:
 def _validate_error(doc: Any) -> InvalidEvent:
     raw = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
     with pytest.raises(InvalidEvent) as info:
-        parse_upload(raw)
+        parse_model(ImageUploaded, raw)
     assert info.value.stage == "validate", info.value.reason
     assert info.value.reason.startswith("event does not match the ImageUploaded schema")
     return info.value

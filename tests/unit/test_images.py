@@ -23,7 +23,7 @@ from PIL import Image, ImageFile
 
 from lookalike.errors import DecodeError, FetchError
 from lookalike.events import FileSource, InlineSource, UrlSource
-from lookalike.images import ImageFetcher, decode_image, fetch_image_bytes
+from lookalike.images import ImageFetcher, decode_image
 from lookalike.settings import Settings
 
 BIG = 10**8  # a max_pixels that never gets in the way
@@ -500,7 +500,7 @@ def test_unreachable_url(fetcher: ImageFetcher) -> None:
 def test_fetch_from_threads(server: _Server, fetcher: ImageFetcher) -> None:
     source = url(server, "/image.png")
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: fetch_image_bytes(source, fetcher), range(16)))
+        results = list(pool.map(lambda _: fetcher.fetch(source), range(16)))
     assert results == [IMAGE_BYTES] * 16
 
 

@@ -17,11 +17,11 @@ from fakes import FailingEncoder, TinyEncoder, poison_image_bytes
 from imagegen import image_bytes
 from qdrant_client import QdrantClient
 
-from lookalike.consumers.qdrant_index import IndexPoint, QdrantIndex
 from lookalike.encoders.base import Encoder
-from lookalike.events import FileSource, ImageUploaded, InlineSource
+from lookalike.events import ConsumedMessage, FileSource, ImageUploaded, InlineSource
 from lookalike.images import ImageFetcher, decode_image
-from lookalike.streams.indexing import BatchResult, InboundMessage, IndexingPipeline
+from lookalike.index import IndexPoint, QdrantIndex
+from lookalike.indexing import BatchResult, IndexingPipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
 
@@ -48,9 +48,9 @@ def inline(image_id: str, data: bytes, **kw: Any) -> bytes:
 
 def messages(
     values: Sequence[bytes], partition: int = 2, first_offset: int = 100
-) -> list[InboundMessage]:
+) -> list[ConsumedMessage]:
     return [
-        InboundMessage(value=v, topic=TOPIC, partition=partition, offset=first_offset + i)
+        ConsumedMessage(value=v, topic=TOPIC, partition=partition, offset=first_offset + i)
         for i, v in enumerate(values)
     ]
 
@@ -106,7 +106,7 @@ GOOD_B = image_bytes("checkers", 2, fmt="PNG")
 CORRUPT = GOOD_A[: len(GOOD_A) // 3]
 
 
-def mixed_batch() -> list[InboundMessage]:
+def mixed_batch() -> list[ConsumedMessage]:
     return messages(
         [
             inline("good-a", GOOD_A),  # offset 100

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+from lookalike.indexing import BatchResult
 from lookalike.streams.batches import InFlightBatches
-from lookalike.streams.indexing import BatchResult
-from lookalike.streams.runtime import Counters
+from lookalike.streams.counters import Counters
 
 
 @dataclass
@@ -72,11 +72,19 @@ class NoDeadLetters:
 def make_runtime(pipeline: SlowPipeline) -> SimpleNamespace:
     return SimpleNamespace(
         pipeline=pipeline,
-        prepare_executor=ThreadPoolExecutor(2),  # two, so batch 2 can overtake batch 1
-        model_executor=ThreadPoolExecutor(1),
-        index_executor=ThreadPoolExecutor(1),
+        executors=SimpleNamespace(
+            prepare=ThreadPoolExecutor(2),  # two, so batch 2 can overtake batch 1
+            model=ThreadPoolExecutor(1),
+            write=ThreadPoolExecutor(1),
+        ),
         counters=Counters(),
     )
+
+
+def in_flight(runtime: SimpleNamespace, depth: int) -> InFlightBatches:
+    return InFlightBatches(
+        runtime.pipeline, runtime.executors, runtime.counters, NoDeadLetters(), depth=depth
+    )  # type: ignore[arg-type]
 
 
 def batch(log: list, first: int, n: int = 2) -> list[FakeEvent]:
@@ -86,7 +94,7 @@ def batch(log: list, first: int, n: int = 2) -> list[FakeEvent]:
 async def test_writes_in_order_and_acks_only_after_writing() -> None:
     log: list = []
     runtime = make_runtime(SlowPipeline(log))
-    batches = InFlightBatches(runtime, NoDeadLetters(), depth=2)  # type: ignore[arg-type]
+    batches = in_flight(runtime, depth=2)
     first, second = batch(log, 0), batch(log, 2)
     await batches.submit(first)
     for event in first:  # what take_events does when the loop body returns
@@ -106,7 +114,7 @@ async def test_writes_in_order_and_acks_only_after_writing() -> None:
 async def test_failed_write_is_retried_and_not_acked_meanwhile() -> None:
     log: list = []
     runtime = make_runtime(SlowPipeline(log, fail_writes=1))
-    batches = InFlightBatches(runtime, NoDeadLetters(), depth=1)  # type: ignore[arg-type]
+    batches = in_flight(runtime, depth=1)
     events = batch(log, 5)
     await batches.submit(events)
     for event in events:
@@ -121,7 +129,7 @@ async def test_failed_write_is_retried_and_not_acked_meanwhile() -> None:
 async def test_cancel_leaves_unwritten_batches_unacked() -> None:
     log: list = []
     runtime = make_runtime(SlowPipeline(log, fail_writes=100))
-    batches = InFlightBatches(runtime, NoDeadLetters(), depth=2)  # type: ignore[arg-type]
+    batches = in_flight(runtime, depth=2)
     events = batch(log, 0)
     await batches.submit(events)
     for event in events:

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from qdrant_client import QdrantClient
 
 from lookalike.cli import main
-from lookalike.consumers.qdrant_index import QdrantIndex
-from lookalike.lifecycle.versions import VersionRegistry
-from lookalike.local_broker import free_port
+from lookalike.index import QdrantIndex
+from lookalike.kafka.local_broker import free_port
+from lookalike.rollout import VersionRegistry
 
 
 def test_versions_reads_the_data_dir_when_no_worker_runs(
@@ -20,7 +20,7 @@ def test_versions_reads_the_data_dir_when_no_worker_runs(
 ) -> None:
     data = tmp_path / "data"
     index = QdrantIndex(QdrantClient(path=str(data / "qdrant")), prefix="lookalike")
-    registry = VersionRegistry.for_index(index)
+    registry = VersionRegistry(index)
     registry.bootstrap("v1", "efficientnet-lite0", 8)
     registry.start("v2", "efficientnet-lite1", 8)
     index.close()

@@ -14,8 +14,8 @@ from fakes import TinyEncoder
 from imagegen import image_bytes
 from qdrant_client import QdrantClient
 
-from lookalike.consumers.qdrant_index import IndexPoint, QdrantIndex
 from lookalike.events import (
+    ConsumedMessage,
     ImageAttributesChanged,
     ImageRemoved,
     ImageUploaded,
@@ -23,8 +23,8 @@ from lookalike.events import (
     parse_image_event,
 )
 from lookalike.images import ImageFetcher
-from lookalike.lifecycle.clock import ClockRecord, clock_of, is_current
-from lookalike.streams.indexing import InboundMessage, IndexingPipeline
+from lookalike.index import IndexPoint, QdrantIndex
+from lookalike.indexing import ClockRecord, IndexingPipeline, clock_of, is_current
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
 
@@ -81,7 +81,7 @@ def pipeline(encoder: TinyEncoder, index: QdrantIndex) -> Iterator[IndexingPipel
 
 def run(pipeline: IndexingPipeline, *events: Any) -> Any:
     messages = [
-        InboundMessage(value=e.to_json_bytes(), topic="t", partition=0, offset=n)
+        ConsumedMessage(value=e.to_json_bytes(), topic="t", partition=0, offset=n)
         for n, e in enumerate(events)
     ]
     return pipeline.process(messages)
@@ -241,7 +241,7 @@ def test_attribute_change_on_removed_image_does_not_bring_it_back(
 
 
 def test_malformed_update_is_dead_lettered(pipeline: IndexingPipeline) -> None:
-    messages = [InboundMessage(b'{"type": "image_removed"}', "t", 0, 0)]
+    messages = [ConsumedMessage("t", 0, 0, b'{"type": "image_removed"}')]
     result = pipeline.process(messages)
     assert len(result.dead_letters) == 1
     assert result.dead_letters[0].stage == "validate"
@@ -274,7 +274,7 @@ def test_a_version_added_mid_batch_keeps_no_stale_copy(
     index.upsert(
         other.version, [IndexPoint("x", old["vector"], {"image_id": "x"})]
     )  # a backfill copy
-    message = InboundMessage(up("x", 2, data=B).to_json_bytes(), "t", 0, 9)
+    message = ConsumedMessage("t", 0, 9, up("x", 2, data=B).to_json_bytes())
     result = pipeline.prepare([message])  # prepared for the serving version only ...
     pipeline.set_targets({encoder.version: encoder, other.version: other}, encoder.version)
     pipeline.write(pipeline.embed(result))  # ... written after the candidate was added

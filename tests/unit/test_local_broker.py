@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lookalike.errors import BrokerUnavailable
-from lookalike.local_broker import (
+from lookalike.kafka.local_broker import (
     LocalBroker,
     port_open,
     resolve_bootstrap,

@@ -1,4 +1,5 @@
-"""Unit tests for the `lookalike publish` helpers in lookalike.publish (no broker needed)."""
+"""Unit tests for the `lookalike publish` helpers in lookalike.kafka.file_events (no broker
+needed)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import pytest
 from imagegen import image_bytes
 
 from lookalike.errors import ConfigurationError, LookalikeError
-from lookalike.events import FileSource, InlineSource, UrlSource, parse_upload
-from lookalike.publish import (
+from lookalike.events import FileSource, ImageUploaded, InlineSource, UrlSource, parse_model
+from lookalike.images import iter_image_files
+from lookalike.kafka.file_events import (
     MAX_INLINE_BYTES,
     event_for_file,
     event_for_url,
     image_id_for_file,
-    iter_image_files,
     source_for_file,
 )
 
@@ -195,7 +196,7 @@ def test_event_for_file(root: Path) -> None:
     assert (event.category, event.seller_id) == ("shoes", "seller-9")
     assert event.attributes == {"filename": "in.jpg"}
     assert event.image == FileSource(path="sub/in.jpg")
-    assert parse_upload(event.to_json_bytes()) == event
+    assert parse_model(ImageUploaded, event.to_json_bytes()) == event
     again = event_for_file(path, category="shoes", seller_id="seller-9", image_root=root)
     assert again.image_id == event.image_id and again.event_id != event.event_id
 

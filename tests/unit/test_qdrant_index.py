@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from lookalike.consumers.qdrant_index import (
+from lookalike.errors import InvalidRequest
+from lookalike.index import (
     FILTERABLE_FIELDS,
     Hit,
     IndexPoint,
@@ -225,7 +226,7 @@ def test_search_exclude_ids(filled: QdrantIndex) -> None:
 
 
 def test_unknown_filter_field(filled: QdrantIndex) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(InvalidRequest) as info:
         filled.search(V1, unit(1, 0, 0, 0), conditions={"price": 3})
     assert "price" in str(info.value)
     for name in FILTERABLE_FIELDS:

@@ -14,11 +14,16 @@ from fakes import TinyEncoder
 from imagegen import CATEGORIES, image_bytes
 
 from lookalike.encoders.base import Encoder
-from lookalike.events import ImageAttributesChanged, ImageRemoved, ImageUploaded, InlineSource
-from lookalike.lifecycle.versions import RolloutError
+from lookalike.errors import RolloutError
+from lookalike.events import (
+    ConsumedMessage,
+    ImageAttributesChanged,
+    ImageRemoved,
+    ImageUploaded,
+    InlineSource,
+)
 from lookalike.search import SearchRequest
 from lookalike.settings import Settings
-from lookalike.streams.indexing import InboundMessage
 from lookalike.streams.runtime import Runtime
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -75,7 +80,7 @@ def upload(image_id: str, category: str, seed: int) -> ImageUploaded:
 
 
 def apply(rt: Runtime, *events: Any) -> None:
-    messages = [InboundMessage(e.to_json_bytes(), "t", 0, n) for n, e in enumerate(events)]
+    messages = [ConsumedMessage("t", 0, n, e.to_json_bytes()) for n, e in enumerate(events)]
     rt.pipeline.process(messages)
 
 
@@ -99,8 +104,8 @@ PAYLOAD_KEYS = ("image_id", "category", "attributes", "listing_id", "seller_id",
 
 
 def same_points(rt: Runtime, a: str, b: str) -> None:
-    ids = {p["image_id"] for p, _ in rt.index.scroll_vectors(rt.index.collection_name(a))}
-    ids_b = {p["image_id"] for p, _ in rt.index.scroll_vectors(rt.index.collection_name(b))}
+    ids = {p["image_id"] for p, _ in rt.index.scroll_vectors(a)}
+    ids_b = {p["image_id"] for p, _ in rt.index.scroll_vectors(b)}
     assert ids == ids_b
     for image_id in ids:
         pa, pb = rt.index.get(a, image_id), rt.index.get(b, image_id)

@@ -10,9 +10,10 @@ from fakes import TinyEncoder
 from imagegen import image_bytes, make_image
 from qdrant_client import QdrantClient
 
-from lookalike.consumers.qdrant_index import IndexPoint, QdrantIndex
-from lookalike.errors import DecodeError
-from lookalike.search import SearchError, SearchRequest, SearchService
+from lookalike.api import status_for
+from lookalike.errors import DecodeError, InvalidRequest, NotFound, NotReady
+from lookalike.index import IndexPoint, QdrantIndex
+from lookalike.search import SearchRequest, SearchService
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
 
@@ -59,23 +60,23 @@ def service(encoder: TinyEncoder, index: QdrantIndex) -> SearchService:
     ids=["neither", "both", "k0", "k1001"],
 )
 def test_request_validation(kwargs: dict) -> None:
-    with pytest.raises(SearchError) as info:
+    with pytest.raises(InvalidRequest) as info:
         SearchRequest(**kwargs)
-    assert info.value.status == 400
+    assert status_for(info.value) == 400
 
 
 def test_nothing_served_yet(encoder: TinyEncoder, index: QdrantIndex) -> None:
-    with pytest.raises(SearchError) as info:
+    with pytest.raises(NotReady) as info:
         SearchService(encoder, index, 10**7).search(SearchRequest(image_id="c0"))
-    assert info.value.status == 503
+    assert status_for(info.value) == 503
 
 
 def test_serving_version_of_another_encoder(encoder: TinyEncoder, index: QdrantIndex) -> None:
     index.ensure_collection("someone-else", encoder.dim)
     index.set_serving("someone-else")
-    with pytest.raises(SearchError) as info:
+    with pytest.raises(NotReady) as info:
         SearchService(encoder, index, 10**7).serving_version()
-    assert info.value.status == 503
+    assert status_for(info.value) == 503
     assert "someone-else" in str(info.value) and encoder.version in str(info.value)
 
 
@@ -114,17 +115,17 @@ def test_search_with_filter(service: SearchService) -> None:
 
 
 def test_unknown_filter_field(service: SearchService) -> None:
-    with pytest.raises(ValueError, match="price"):
+    with pytest.raises(InvalidRequest, match="price"):
         service.search(SearchRequest(image_id="s0", conditions={"price": 1}))
 
 
 def test_unknown_image_id(service: SearchService) -> None:
-    with pytest.raises(SearchError) as info:
+    with pytest.raises(NotFound) as info:
         service.search(SearchRequest(image_id="nope"))
-    assert info.value.status == 404
-    with pytest.raises(SearchError) as info:
+    assert status_for(info.value) == 404
+    with pytest.raises(NotFound) as info:
         service.get_image("nope")
-    assert info.value.status == 404
+    assert status_for(info.value) == 404
 
 
 def test_bad_image_bytes(service: SearchService) -> None:

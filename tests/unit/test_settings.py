@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from qdrant_client import QdrantClient
 
+from lookalike.index import QdrantIndex
 from lookalike.settings import Settings
+
+
+def serving_alias(settings: Settings) -> str:
+    """The alias the index built from these settings serves through."""
+    return QdrantIndex(QdrantClient(":memory:"), settings.collection_prefix).serving_alias
 
 
 def test_defaults(settings_env: Path) -> None:
@@ -76,14 +83,14 @@ def test_derived_names_share_prefixes(settings_env: Path, monkeypatch: pytest.Mo
     assert s.uploads_topic == "shop.uploads"
     assert s.dead_letters_topic == "shop.dead-letters"
     assert s.topic("anything") == "shop.anything"
-    assert s.serving_alias == "shopidx-serving"
+    assert serving_alias(s) == "shopidx-serving"
 
 
 def test_default_topic_names(settings_env: Path) -> None:
     s = Settings()
     assert s.uploads_topic == "lookalike.uploads"
     assert s.dead_letters_topic == "lookalike.dead-letters"
-    assert s.serving_alias == "lookalike-serving"
+    assert serving_alias(s) == "lookalike-serving"
 
 
 def test_paths_under_data_dir(settings_env: Path) -> None:

@@ -15,13 +15,12 @@ from click.testing import CliRunner
 from imagegen import image_bytes, make_image
 
 import lookalike.cli
-from lookalike.blobs import BlobStore
 from lookalike.clicks import PairFileWriter
 from lookalike.clicks.simulate import BuyerModel
-from lookalike.consumers import IndexPoint, QdrantIndex
 from lookalike.encoders import load_encoder
 from lookalike.events import PairQuery, TrainingPair
-from lookalike.images import decode_image
+from lookalike.images import BlobStore, decode_image
+from lookalike.index import IndexPoint, QdrantIndex
 from lookalike.settings import Settings
 
 CATEGORIES = ("circles", "stripes", "checkers")

@@ -15,10 +15,10 @@ from imagegen import CATEGORIES, image_bytes
 
 import lookalike.cli
 import lookalike.encoders
-from lookalike.datasets import labelled_images
 from lookalike.errors import ConfigurationError
+from lookalike.evaluation import labelled_images
 from lookalike.validation import ValidationSettings
-from lookalike.validation_eval import THRESHOLDS, validate_eval
+from lookalike.validation.calibration import THRESHOLDS, validate_eval
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
 

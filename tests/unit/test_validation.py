@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from lookalike.consumers.qdrant_index import IndexPoint, QdrantIndex
+from lookalike.index import IndexPoint, QdrantIndex
 from lookalike.validation import CategoryValidator, Upload, ValidationSettings, Verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -246,8 +246,8 @@ def test_exemplars_are_kept_apart_from_the_catalogue(
     validator.add_exemplar("ex-d-2", "D", around("D", 2))
     assert validator.exemplar_counts() == {"D": 2}
     assert index.count(VERSION) == len(CATALOGUE)  # not in the catalogue collection
-    assert index.count_where(validator.exemplar_collection, "category", "D") == 2
-    assert validator.exemplar_collection in {
+    assert index.count_exemplars(validator.version, "D") == 2
+    assert index.exemplar_collection(validator.version) in {
         c.name for c in index.client.get_collections().collections
     }
 

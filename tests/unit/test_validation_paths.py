@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from lookalike.consumers import IndexPoint, QdrantIndex
+from lookalike.index import IndexPoint, QdrantIndex
 from lookalike.validation import CategoryValidator, Upload, ValidationSettings
 
 DIM = 16

@@ -20,10 +20,10 @@ from imagegen import CATEGORIES, image_bytes, make_image
 from qdrant_client import QdrantClient
 
 from lookalike.consumers.alerts import AlertStore
-from lookalike.consumers.qdrant_index import QdrantIndex
-from lookalike.events import ImageUploaded, InlineSource
+from lookalike.events import ConsumedMessage, ImageUploaded, InlineSource
 from lookalike.images import ImageFetcher
-from lookalike.streams.indexing import InboundMessage, IndexingPipeline
+from lookalike.index import QdrantIndex
+from lookalike.indexing import IndexingPipeline
 from lookalike.validation import CategoryValidator, ValidationSettings
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -46,9 +46,9 @@ def event(image_id: str, data: bytes, category: str, seller: str) -> bytes:
     ).to_json_bytes()
 
 
-def messages(values: Sequence[bytes], first_offset: int = 0) -> list[InboundMessage]:
+def messages(values: Sequence[bytes], first_offset: int = 0) -> list[ConsumedMessage]:
     return [
-        InboundMessage(value=v, topic=TOPIC, partition=0, offset=first_offset + i)
+        ConsumedMessage(value=v, topic=TOPIC, partition=0, offset=first_offset + i)
         for i, v in enumerate(values)
     ]
 

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient
 
-from lookalike.consumers.qdrant_index import QdrantIndex
-from lookalike.lifecycle.versions import RolloutError, VersionRegistry
+from lookalike.errors import RolloutError
+from lookalike.index import QdrantIndex
+from lookalike.rollout import VersionRegistry
 
 
 @pytest.fixture
 def registry() -> VersionRegistry:
-    registry = VersionRegistry.for_index(QdrantIndex(QdrantClient(":memory:"), prefix="u"))
+    registry = VersionRegistry(QdrantIndex(QdrantClient(":memory:"), prefix="u"))
     registry.bootstrap("v1", "efficientnet-lite0", 8)
     return registry
 
@@ -90,15 +91,13 @@ def test_reconcile_finishes_a_promotion_the_alias_already_made(registry: Version
 
 def test_records_survive_reopening_the_data_dir(tmp_path: Path) -> None:
     client = QdrantClient(path=str(tmp_path / "q"))
-    registry = VersionRegistry.for_index(QdrantIndex(client, prefix="p"))
+    registry = VersionRegistry(QdrantIndex(client, prefix="p"))
     registry.bootstrap("v1", "efficientnet-lite0", 8)
     record = registry.start("v2", "/models/head.pt", 8)
     record.backfill = {"cursor": "abc", "embedded": 5}
     registry.save(record)
     client.close()
-    reopened = VersionRegistry.for_index(
-        QdrantIndex(QdrantClient(path=str(tmp_path / "q")), prefix="p")
-    )
+    reopened = VersionRegistry(QdrantIndex(QdrantClient(path=str(tmp_path / "q")), prefix="p"))
     again = reopened.get("v2")
     assert again is not None and again.state == "candidate" and again.encoder == "/models/head.pt"
     assert again.backfill == {"cursor": "abc", "embedded": 5}

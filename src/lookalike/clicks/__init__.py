@@ -1,7 +1,7 @@
 """From clicks to training data: the click -> search join, training-pair files, and a buyer
 simulator that plays the loop against a running API."""
 
-from .join import ClickJoin, ClickOutcome, Rejected, Source
+from .join import ClickJoin, ClickOutcome, Rejected
 from .pair_files import PairFileWriter, iter_pairs, read_pairs
 
 __all__ = [
@@ -9,7 +9,6 @@ __all__ = [
     "ClickOutcome",
     "PairFileWriter",
     "Rejected",
-    "Source",
     "iter_pairs",
     "read_pairs",
 ]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..consumers.sqlite_store import open_store
-from ..events import Click, PairQuery, SearchServed, TrainingPair
+from ..events import Click, ConsumedMessage, PairQuery, SearchServed, TrainingPair
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS searches (
@@ -68,29 +68,23 @@ CREATE TABLE IF NOT EXISTS version_stats (
 """
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a click message came from: dead letters name it, and the ledger dedupes by it."""
+def _source_json(source: ConsumedMessage) -> str:
+    """A pending click's origin, kept with it so its dead letter can name it later."""
+    return json.dumps(
+        {
+            "topic": source.topic,
+            "partition": source.partition,
+            "offset": source.offset,
+            "value": source.value.decode("utf-8", "replace"),
+        }
+    )
 
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
 
-    def as_json(self) -> str:
-        return json.dumps(
-            {
-                "topic": self.topic,
-                "partition": self.partition,
-                "offset": self.offset,
-                "value": self.value.decode("utf-8", "replace"),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Source:
-        raw = json.loads(text)
-        return cls(raw["topic"], raw["partition"], raw["offset"], raw["value"].encode("utf-8"))
+def _source_from_json(text: str) -> ConsumedMessage:
+    raw = json.loads(text)
+    return ConsumedMessage(
+        raw["topic"], raw["partition"], raw["offset"], raw["value"].encode("utf-8")
+    )
 
 
 @dataclass(frozen=True)
@@ -98,7 +92,7 @@ class Rejected:
     """A click that cannot become a pair, and why (it goes to the dead letters)."""
 
     click: Click
-    source: Source
+    source: ConsumedMessage
     reason: str
 
 
@@ -157,11 +151,11 @@ class ClickJoin:
             ).fetchall()
             db.execute("DELETE FROM pending WHERE search_id = ?", (served.search_id,))
             return [
-                self._join(db, served, Click.model_validate_json(record), Source.from_json(src))
+                self._join(db, served, Click.model_validate_json(record), _source_from_json(src))
                 for _, record, src in waiting
             ]
 
-    def add_click(self, click: Click, source: Source, received_at: float) -> ClickOutcome:
+    def add_click(self, click: Click, source: ConsumedMessage, received_at: float) -> ClickOutcome:
         with self._transaction() as db:
             row = db.execute(
                 "SELECT record FROM searches WHERE search_id = ?", (click.search_id,)
@@ -174,14 +168,14 @@ class ClickJoin:
                         click.search_id,
                         received_at,
                         click.model_dump_json(),
-                        source.as_json(),
+                        _source_json(source),
                     ),
                 )
                 return ClickOutcome("pending")
             return self._join(db, SearchServed.model_validate_json(row[0]), click, source)
 
     def _join(
-        self, db: sqlite3.Connection, served: SearchServed, click: Click, source: Source
+        self, db: sqlite3.Connection, served: SearchServed, click: Click, source: ConsumedMessage
     ) -> ClickOutcome:
         """Inside a transaction: dedupe, check, count, and put the pair in the outbox."""
         if db.execute(
@@ -212,28 +206,7 @@ class ClickJoin:
                 "SELECT image_id FROM clicks WHERE search_id = ?", (click.search_id,)
             )
         }
-        pair = TrainingPair(
-            pair_id=TrainingPair.id_for(click.search_id, click.image_id),
-            search_id=click.search_id,
-            query=PairQuery(
-                image_id=served.query_image_id, content_sha256=served.query_content_sha256
-            ),
-            positive=click.image_id,
-            positive_rank=rank,  # the rank we served, whatever the front end reported
-            negatives=[
-                r.image_id
-                for r in sorted(served.results, key=lambda r: r.rank)
-                if r.rank < rank and r.image_id not in clicked_before
-            ],
-            model_version=served.model_version,
-            served_at=served.served_at,
-            clicked_at=click.clicked_at,
-            click_id=click.click_id,
-            user_id=click.user_id or served.user_id,
-            session_id=click.session_id or served.session_id,
-            dwell_seconds=click.dwell_seconds,
-            added_to_cart=click.added_to_cart,
-        )
+        pair = _pair(served, click, rank, clicked_before)
         db.execute(
             "INSERT INTO clicks VALUES (?, ?, ?, ?)",
             (click.search_id, click.image_id, click.click_id, rank),
@@ -252,7 +225,7 @@ class ClickJoin:
         return ClickOutcome("paired", pair=pair)
 
     @staticmethod
-    def _reject(click: Click, source: Source, reason: str) -> ClickOutcome:
+    def _reject(click: Click, source: ConsumedMessage, reason: str) -> ClickOutcome:
         return ClickOutcome("rejected", rejected=Rejected(click, source, reason))
 
     # --- outbox --------------------------------------------------------------------------------
@@ -288,7 +261,7 @@ class ClickJoin:
         return [
             Rejected(
                 Click.model_validate_json(record),
-                Source.from_json(src),
+                _source_from_json(src),
                 f"search {Click.model_validate_json(record).search_id!r} is unknown: it was not "
                 f"served by this system, or is older than the click window, or its search event "
                 f"did not arrive within {self.grace:.0f}s (LOOKALIKE_CLICK_GRACE)",
@@ -330,3 +303,28 @@ class ClickJoin:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _pair(served: SearchServed, click: Click, rank: int, clicked_before: set[str]) -> TrainingPair:
+    """The training pair of a click on the result at ``rank``: the results shown above it and
+    not clicked (by this search's earlier clicks either) are its negatives."""
+    return TrainingPair(
+        pair_id=TrainingPair.id_for(click.search_id, click.image_id),
+        search_id=click.search_id,
+        query=PairQuery(image_id=served.query_image_id, content_sha256=served.query_content_sha256),
+        positive=click.image_id,
+        positive_rank=rank,  # the rank we served, whatever the front end reported
+        negatives=[
+            r.image_id
+            for r in sorted(served.results, key=lambda r: r.rank)
+            if r.rank < rank and r.image_id not in clicked_before
+        ],
+        model_version=served.model_version,
+        served_at=served.served_at,
+        clicked_at=click.clicked_at,
+        click_id=click.click_id,
+        user_id=click.user_id or served.user_id,
+        session_id=click.session_id or served.session_id,
+        dwell_seconds=click.dwell_seconds,
+        added_to_cart=click.added_to_cart,
+    )

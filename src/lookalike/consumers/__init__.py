@@ -1,16 +1,7 @@
-"""Writers that agents hand their results to: the Qdrant index, dead letters, category alerts."""
+"""What agents hand their results to: dead letters (topic + ledger) and category alerts (topic
++ review store). The index itself is :mod:`lookalike.index`."""
 
 from .alerts import AlertStore, AlertWriter
-from .dead_letters import DeadLetterLedger, DeadLetterWriter
-from .qdrant_index import Hit, IndexPoint, QdrantIndex, point_id
+from .dead_letters import DeadLetterLedger, DeadLetterWriter, SendFn
 
-__all__ = [
-    "AlertStore",
-    "AlertWriter",
-    "DeadLetterLedger",
-    "DeadLetterWriter",
-    "Hit",
-    "IndexPoint",
-    "QdrantIndex",
-    "point_id",
-]
+__all__ = ["AlertStore", "AlertWriter", "DeadLetterLedger", "DeadLetterWriter", "SendFn"]

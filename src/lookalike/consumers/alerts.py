@@ -6,14 +6,14 @@ Reviewers mark alerts ``confirmed`` (the declared category was wrong) or ``dismi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from ..events import CategoryAlert
+from ..executors import run_in
+from .dead_letters import SendFn
 from .sqlite_store import open_store
 
 Status = Literal["open", "confirmed", "dismissed"]
@@ -134,15 +134,12 @@ class AlertWriter:
     """Sends an alert to the topic, then stores it: at-least-once to the topic, stored once.
     ``send`` must resolve only once the broker has the record."""
 
-    def __init__(self, send: Callable[[bytes | None, bytes], Awaitable[Any]], store: AlertStore):
+    def __init__(self, send: SendFn, store: AlertStore) -> None:
         self._send = send
         self.store = store
 
     async def write(self, alert: CategoryAlert) -> bool:
-        loop = asyncio.get_running_loop()
-        if await loop.run_in_executor(
-            None, self.store.exists, alert.image_id, alert.source_event_id
-        ):
+        if await run_in(None, self.store.exists, alert.image_id, alert.source_event_id):
             return False  # a replayed upload
         await self._send(alert.image_id.encode(), alert.model_dump_json().encode("utf-8"))
-        return bool(await loop.run_in_executor(None, self.store.add, alert))
+        return bool(await run_in(None, self.store.add, alert))

@@ -7,7 +7,6 @@ count once and lets ``/stats`` report the number without re-reading the topic.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import Awaitable, Callable
@@ -15,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..events import DeadLetter
+from ..executors import run_in
 from .sqlite_store import open_store
 
+#: Sends (key, value) to a topic; resolves only once the broker has the record.
 SendFn = Callable[[bytes | None, bytes], Awaitable[Any]]
 
 _SCHEMA = """
@@ -101,8 +102,7 @@ class DeadLetterWriter:
 
     async def write(self, letter: DeadLetter) -> bool:
         """Returns False when the source message was dead-lettered before (a replay)."""
-        loop = asyncio.get_running_loop()
-        seen = await loop.run_in_executor(
+        seen = await run_in(
             None,
             self.ledger.seen,
             letter.source_topic,
@@ -113,4 +113,4 @@ class DeadLetterWriter:
             return False
         key = (letter.image_id or letter.event_id or "").encode() or None
         await self._send(key, letter.model_dump_json().encode("utf-8"))
-        return bool(await loop.run_in_executor(None, self.ledger.record, letter))
+        return bool(await run_in(None, self.ledger.record, letter))

@@ -5,10 +5,10 @@ from .registry import (
     EncoderStatus,
     available_encoders,
     configure_threads,
+    encoder_from_settings,
     encoder_status,
     list_encoders,
     load_encoder,
-    load_encoder_from_settings,
 )
 
 __all__ = [
@@ -17,9 +17,9 @@ __all__ = [
     "Preprocessing",
     "available_encoders",
     "configure_threads",
+    "encoder_from_settings",
     "encoder_status",
     "list_encoders",
     "load_encoder",
-    "load_encoder_from_settings",
     "model_version_id",
 ]

@@ -152,15 +152,20 @@ def load_encoder(
     return encoder
 
 
-def load_encoder_from_settings(settings: Settings) -> Encoder:
-    """The encoder the settings describe (name, weights, device, precision, compile, chunk)."""
+def encoder_from_settings(
+    settings: Settings, spec: str | None = None, *, compile: bool | None = None
+) -> Encoder:
+    """The one mapping from settings to an encoder: ``spec`` (default LOOKALIKE_ENCODER) on the
+    configured device, precision and forward chunk, compiled as configured unless ``compile``
+    says otherwise; the explicit weights file applies to the configured encoder only."""
+    spec = spec or settings.encoder
     return load_encoder(
-        settings.encoder,
+        spec,
         settings.device,
-        weights=settings.encoder_weights,
+        weights=settings.encoder_weights if spec == settings.encoder else None,
         download=settings.download_weights,
         precision=settings.precision,
-        compile=settings.compile,
+        compile=settings.compile if compile is None else compile,
         chunk=settings.inference_batch,
     )
 
@@ -194,6 +199,6 @@ __all__ = [
     "encoder_status",
     "list_encoders",
     "load_encoder",
-    "load_encoder_from_settings",
+    "encoder_from_settings",
     "model_version_id",
 ]

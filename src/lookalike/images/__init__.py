@@ -1,11 +1,24 @@
-"""Turning an image reference from an upload event into an upright RGB image.
+"""From an image reference in an upload event to an upright RGB image.
 
-:func:`fetch_image_bytes` / :class:`ImageFetcher` obtain the bytes (URL, inline, file);
-:func:`decode_image` turns them into a :class:`PIL.Image.Image`. Both raise
+:class:`ImageFetcher` obtains the bytes (URL, inline, file under the image root);
+:func:`decode_image` turns them into a :class:`PIL.Image.Image`; both raise
 :class:`~lookalike.errors.ImageRejected` subclasses with a reason for the dead letters.
+:class:`BlobStore` keeps image bytes by content hash (inline uploads, search queries), and
+:func:`payload_bytes` reads an indexed image again from its stored reference.
 """
 
+from .blobs import BlobStore
 from .decode import decode_image, original_size
-from .fetch import ImageFetcher, fetch_image_bytes
+from .fetch import ImageFetcher
+from .files import IMAGE_SUFFIXES, iter_image_files
+from .source import payload_bytes
 
-__all__ = ["ImageFetcher", "decode_image", "fetch_image_bytes", "original_size"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "BlobStore",
+    "ImageFetcher",
+    "decode_image",
+    "iter_image_files",
+    "original_size",
+    "payload_bytes",
+]

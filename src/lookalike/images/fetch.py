@@ -223,8 +223,3 @@ class ImageFetcher:
             f"{what} is {qualifier}{size} bytes, over the limit of {self.max_bytes} bytes "
             "(LOOKALIKE_MAX_IMAGE_BYTES)"
         )
-
-
-def fetch_image_bytes(source: ImageSource, fetcher: ImageFetcher) -> bytes:
-    """Return the bytes of ``source`` using ``fetcher`` (shared HTTP pool and limits)."""
-    return fetcher.fetch(source)

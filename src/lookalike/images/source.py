@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..blobs import BlobStore
 from ..errors import ImageRejected
 from ..events import FileSource, UrlSource
+from .blobs import BlobStore
 from .fetch import ImageFetcher
 
 

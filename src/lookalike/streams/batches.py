@@ -14,13 +14,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from faust.types import EventT
 
 from ..consumers import AlertWriter, DeadLetterWriter
-from .indexing import BatchResult, InboundMessage
-from .runtime import Runtime
+from ..executors import WorkerExecutors, retry_with_backoff, run_in
+from ..indexing import BatchResult, IndexingPipeline
+from .app import consumed
+from .counters import Counters
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +32,16 @@ T = TypeVar("T")
 class InFlightBatches:
     def __init__(
         self,
-        runtime: Runtime,
+        pipeline: IndexingPipeline,
+        executors: WorkerExecutors,
+        counters: Counters,
         dead_letters: DeadLetterWriter,
         depth: int = 2,
         alerts: AlertWriter | None = None,
     ) -> None:
-        self.runtime = runtime
+        self.pipeline = pipeline
+        self.executors = executors
+        self.counters = counters
         self.dead_letters = dead_letters
         self.alerts = alerts
         self._slots = asyncio.Semaphore(depth)
@@ -69,32 +75,22 @@ class InFlightBatches:
         previous: asyncio.Future[None] | None,
         written: asyncio.Future[None],
     ) -> None:
-        runtime = self.runtime
         started = time.perf_counter()
+        pipeline, executors = self.pipeline, self.executors
         try:
-            messages = [
-                InboundMessage(
-                    value=event.value if isinstance(event.value, bytes) else b"",
-                    topic=event.message.topic,
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                )
-                for event in events
-            ]
-            pipeline = runtime.pipeline
+            messages = [consumed(event) for event in events]
             # Bad input never raises (it becomes dead letters); what raises is the machine's or
             # a service's trouble (memory, Qdrant, the broker): retry, keeping offsets.
             result = await self._retrying(
-                "preparing",
-                lambda: self._off_loop(runtime.prepare_executor, pipeline.prepare, messages),
+                "preparing", lambda: run_in(executors.prepare, pipeline.prepare, messages)
             )
             result = await self._retrying(
-                "embedding", lambda: self._off_loop(runtime.model_executor, pipeline.embed, result)
+                "embedding", lambda: run_in(executors.model, pipeline.embed, result)
             )
             if previous is not None:
                 await asyncio.shield(previous)  # write in arrival order
             result = await self._retrying(
-                "writing", lambda: self._off_loop(runtime.index_executor, pipeline.write, result)
+                "writing", lambda: run_in(executors.write, pipeline.write, result)
             )
             new_letters = await self._retrying(
                 "dead-lettering", lambda: self._write_dead_letters(result)
@@ -137,27 +133,13 @@ class InFlightBatches:
                     alert.confidence,
                 )
 
-    async def _off_loop(self, executor: Any, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        delay = 1.0
-        while True:
-            try:
-                return await attempt()
-            except Exception as exc:
-                log.error(
-                    "%s a batch failed (%s: %s); retrying in %.0fs, offsets not committed",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        return await retry_with_backoff(
+            f"{what} a batch", attempt, log, kept="offsets not committed"
+        )
 
     def _record(self, n: int, result: BatchResult, new_letters: int, elapsed: float) -> None:
-        counters = self.runtime.counters
+        counters = self.counters
         counters.events_consumed += n
         counters.images_indexed += len(result.indexed)
         counters.images_updated += len(result.updated)
@@ -166,8 +148,8 @@ class InFlightBatches:
         counters.dead_letters += new_letters
         counters.batches += 1
         counters.last_batch_seconds = elapsed
-        for outcome, n in result.verdicts.items():
-            counters.verdicts[outcome] = counters.verdicts.get(outcome, 0) + n
+        for outcome, count in result.verdicts.items():
+            counters.verdicts[outcome] = counters.verdicts.get(outcome, 0) + count
         stages = " ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
         log.info(
             "batch of %d: %d indexed, %d updated, %d removed, %d stale, %d dead-lettered "

@@ -1,4 +1,5 @@
-"""Run the Faust worker in this process (blocking until SIGINT/SIGTERM)."""
+"""Run the Faust worker in this process (blocking until SIGINT/SIGTERM): the runtime, the app,
+its agents and the HTTP API, wired together here."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import logging
 
 import faust
 
+from ..api import register_api
 from ..settings import Settings
-from .app import create_app
+from .agents import register_agents
+from .app import Topics, create_app
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -16,7 +19,10 @@ log = logging.getLogger(__name__)
 def run_worker(settings: Settings, bootstrap: str) -> None:
     runtime = Runtime(settings)
     try:
-        app = create_app(settings, runtime, bootstrap)
+        app = create_app(settings, bootstrap)
+        topics = Topics.declare(app, settings)
+        register_agents(app, topics, runtime)
+        register_api(app, runtime, log_search=topics.log_search, send_click=topics.send_click)
         log.info(
             "worker: Kafka %s, API http://%s:%d", bootstrap, settings.api_host, settings.api_port
         )

@@ -20,13 +20,11 @@ import httpx
 import numpy as np
 import torch
 
-from ..blobs import BlobStore
-from ..consumers.qdrant_index import QdrantIndex
-from ..encoders.base import Encoder
+from ..encoders import Encoder
 from ..errors import ConfigurationError, ImageRejected
 from ..events import TrainingPair
-from ..images import ImageFetcher, decode_image
-from ..images.source import payload_bytes
+from ..images import BlobStore, ImageFetcher, decode_image, payload_bytes
+from ..index import QdrantIndex
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +121,10 @@ def pairs_digest(pairs: Sequence[TrainingPair]) -> str:
     return digest.hexdigest()[:16]
 
 
+#: A table row's key and how to read its image's bytes (None: the bytes are gone).
+ImageRead = tuple[str, Callable[[], bytes | None]]
+
+
 def build_pair_tensors(
     pairs: Sequence[TrainingPair],
     base: Encoder,
@@ -149,8 +151,8 @@ def build_pair_tensors(
     )
     rows: dict[str, int] = {}
     table: list[torch.Tensor] = []
-    # (row key, how to read the image's bytes) for images that go through the model here
-    to_run: list[tuple[str, Callable[[], bytes | None]]] = []
+    # Images that go through the model here.
+    to_run: list[ImageRead] = []
     if tail:
         if fetcher is None:
             raise ValueError("training the tail re-reads catalogue images: give a fetcher")
@@ -164,10 +166,27 @@ def build_pair_tensors(
             table.append(torch.from_numpy(vector))
     for sha in sorted({p.query.content_sha256 for p in pairs if p.query.content_sha256}):
         to_run.append(("sha:" + sha, partial(blobs.get, sha)))
+    for key, value in _run_images(to_run, base, max_pixels, tail, batch, progress):
+        rows[key] = len(table)
+        table.append(value)
+    return _index_pairs(pairs, rows, table)
+
+
+def _run_images(
+    to_run: Sequence[ImageRead],
+    base: Encoder,
+    max_pixels: int,
+    tail: bool,
+    batch: int,
+    progress: Callable[[int], None] | None,
+) -> list[tuple[str, torch.Tensor]]:
+    """Decode and run the images through the base, in batches: (key, row) for each readable
+    one (base vectors, or trunk maps to train a tail on)."""
 
     def model(tensors: list[torch.Tensor]) -> Sequence[torch.Tensor]:
         return base.trunk_maps(tensors) if tail else torch.from_numpy(base.embed_tensors(tensors))
 
+    out: list[tuple[str, torch.Tensor]] = []
     for start in range(0, len(to_run), batch):
         chunk = to_run[start : start + batch]
         keys, tensors = [], []
@@ -185,12 +204,16 @@ def build_pair_tensors(
             keys.append(key)
             tensors.append(base.preprocess(image))
         if tensors:
-            for key, value in zip(keys, model(tensors), strict=True):
-                rows[key] = len(table)
-                table.append(value)
+            out.extend(zip(keys, model(tensors), strict=True))
         if progress is not None:
             progress(len(chunk))
+    return out
 
+
+def _index_pairs(
+    pairs: Sequence[TrainingPair], rows: dict[str, int], table: list[torch.Tensor]
+) -> PairTensors:
+    """Each pair as rows of the table; pairs whose query or positive is missing are skipped."""
     skipped = {"query_missing": 0, "positive_missing": 0}
     queries, positives, negatives = [], [], []
     for pair in pairs:

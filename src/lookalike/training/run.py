@@ -11,17 +11,24 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from ..blobs import BlobStore
 from ..clicks import read_pairs
-from ..consumers.qdrant_index import QdrantIndex
-from ..encoders import load_encoder
-from ..encoders.base import file_digest, model_version_id
+from ..encoders import Encoder, encoder_from_settings, model_version_id
+from ..encoders.base import TrainableTail, file_digest
 from ..encoders.finetuned import save_checkpoint
 from ..errors import ConfigurationError
-from ..images import ImageFetcher
+from ..events import TrainingPair
+from ..images import BlobStore, ImageFetcher
+from ..index import open_index
 from ..settings import Settings
 from .contrastive import STATE_FILE, TrainConfig, Trainer
-from .pair_data import ApiVectors, IndexVectors, VectorSource, build_pair_tensors, pairs_digest
+from .pair_data import (
+    ApiVectors,
+    IndexVectors,
+    PairTensors,
+    VectorSource,
+    build_pair_tensors,
+    pairs_digest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +43,20 @@ def _vector_source(settings: Settings, stack: ExitStack) -> VectorSource:
         log.info("reading stored vectors through the worker at %s", settings.base_api_url)
         return ApiVectors(client)
     except httpx.HTTPError:
-        index = QdrantIndex.from_settings(settings)
+        index = open_index(settings)
         stack.callback(index.close)
         log.info("no worker answers at %s: reading the index directly", settings.base_api_url)
         return IndexVectors(index)
 
 
-def train_from_pairs(
+def _pair_tensors(
     settings: Settings,
-    pairs_path: Path,
-    base_name: str,
-    out_dir: Path,
+    pairs: list[TrainingPair],
+    base: Encoder,
     config: TrainConfig,
-    *,
-    restart: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    pairs = read_pairs(pairs_path)
-    if not pairs:
-        raise ConfigurationError(f"no training pairs under {pairs_path}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base = load_encoder(base_name, settings.device, precision=settings.precision)
-    log.info("%d training pairs; base encoder %s", len(pairs), base.version)
+    progress: bool,
+) -> tuple[PairTensors, TrainableTail | None]:
+    """The pairs as tensors, and the base's trainable last block (None: a head only)."""
     with ExitStack() as stack:
         source = _vector_source(settings, stack)
         tail = config.tail_learning_rate > 0
@@ -79,14 +78,10 @@ def train_from_pairs(
         bar.close()
     if data.skipped and any(data.skipped.values()):
         log.warning("skipped pairs whose images could not be found: %s", data.skipped)
-    # A copy: the base encoder itself stays as it is.
-    trainer = Trainer(
-        config, data, pairs_digest(pairs), out_dir, copy.deepcopy(split.tail) if split else None
-    )
-    if restart:
-        (out_dir / STATE_FILE).unlink(missing_ok=True)
-    elif trainer.resume():
-        log.info("resuming from epoch %d of %d", trainer.epoch, config.epochs)
+    return data, split
+
+
+def _train(trainer: Trainer, config: TrainConfig, progress: bool) -> None:
     remaining = (config.epochs - trainer.epoch) * trainer.steps_per_epoch()
     with tqdm(total=remaining, desc="training", unit="step", disable=not progress) as steps:
 
@@ -103,6 +98,34 @@ def train_from_pairs(
             )
 
         trainer.run(on_step, on_epoch)
+
+
+def train_from_pairs(
+    settings: Settings,
+    pairs_path: Path,
+    base_name: str,
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    restart: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    pairs = read_pairs(pairs_path)
+    if not pairs:
+        raise ConfigurationError(f"no training pairs under {pairs_path}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = encoder_from_settings(settings, base_name, compile=False)
+    log.info("%d training pairs; base encoder %s", len(pairs), base.version)
+    data, split = _pair_tensors(settings, pairs, base, config, progress)
+    # A copy: the base encoder itself stays as it is.
+    trainer = Trainer(
+        config, data, pairs_digest(pairs), out_dir, copy.deepcopy(split.tail) if split else None
+    )
+    if restart:
+        (out_dir / STATE_FILE).unlink(missing_ok=True)
+    elif trainer.resume():
+        log.info("resuming from epoch %d of %d", trainer.epoch, config.epochs)
+    _train(trainer, config, progress)
     summary = trainer.summary() | {"skipped": data.skipped, "base_version": base.version}
     model_path = save_checkpoint(
         out_dir / MODEL_FILE,

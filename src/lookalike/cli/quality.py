@@ -1,0 +1,137 @@
+"""`lookalike eval` and `validate-eval`: retrieval quality and validation calibration on
+labelled folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import LookalikeError
+from .common import (
+    fail,
+    settings_from,
+    setup_logging,
+)
+
+
+@click.command("eval")
+@click.argument(
+    "dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--gallery",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Gallery folder (with --queries): queries not in the gallery.",
+)
+@click.option(
+    "--queries",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Query folder (with --gallery).",
+)
+@click.option("--encoder", default=None, help="[default: LOOKALIKE_ENCODER]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_command(
+    dataset_dir: Path | None,
+    gallery: Path | None,
+    queries: Path | None,
+    encoder: str | None,
+    as_json: bool,
+) -> None:
+    """Retrieval quality on labelled folders (a sub-folder per category, category =
+    relevance): Recall@1/5/10, Precision@10, mAP, nDCG@10. Each image of DATASET_DIR queries all
+    the others; or --gallery DIR --queries DIR."""
+    from ..encoders import configure_threads, encoder_from_settings
+    from ..evaluation import evaluate
+
+    settings = settings_from(encoder=encoder)
+    setup_logging("warning")
+    if (dataset_dir is None) == (gallery is None and queries is None):
+        fail("give DATASET_DIR, or --gallery DIR --queries DIR")
+    try:
+        configure_threads(settings.torch_threads)
+        model = encoder_from_settings(settings)
+        metrics = evaluate(
+            model, dataset_dir, gallery=gallery, queries=queries, progress=not as_json
+        )
+    except LookalikeError as exc:
+        fail(str(exc))
+    report = {"model_version": model.version, **metrics.as_dict()}
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for key, value in report.items():
+        click.echo(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+
+
+@click.command("validate-eval")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--mislabel-rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.1,
+    show_default=True,
+    help="Share of wrong categories.",
+)
+@click.option("--batch-size", type=int, default=None, help="[default: LOOKALIKE_BATCH_SIZE]")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--threshold", type=float, default=None, help="[default: LOOKALIKE_VALIDATION_THRESHOLD]"
+)
+@click.option("--encoder", default=None, help="[default: LOOKALIKE_ENCODER]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def validate_eval_command(
+    dataset_dir: Path,
+    mislabel_rate: float,
+    batch_size: int | None,
+    seed: int,
+    threshold: float | None,
+    encoder: str | None,
+    as_json: bool,
+) -> None:
+    """Inject wrong categories into DATASET_DIR (a folder per category), run the validator as the
+    stream does, and print precision, recall and the precision/recall curve over thresholds."""
+    from ..encoders import configure_threads, encoder_from_settings
+    from ..validation import ValidationSettings
+    from ..validation.calibration import validate_eval
+
+    settings = settings_from(encoder=encoder, validation_threshold=threshold)
+    setup_logging("warning")
+    try:
+        configure_threads(settings.torch_threads)
+        model = encoder_from_settings(settings)
+        model.warm_up()
+        report = validate_eval(
+            dataset_dir,
+            model,
+            ValidationSettings.from_settings(settings),
+            mislabel_rate=mislabel_rate,
+            seed=seed,
+            batch_size=batch_size or settings.batch_size,
+            progress=not as_json,
+        )
+    except LookalikeError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(
+        f"{report['images']} images, {report['mislabelled']} mislabelled "
+        f"({mislabel_rate:.0%}), {report['cannot_judge']} could not be judged"
+    )
+    click.echo(
+        f"at threshold {report['threshold']}: precision {report['precision']:.3f}, "
+        f"recall {report['recall']:.3f}, {report['flagged']} alerts\n"
+    )
+    click.echo(f"{'threshold':>9} {'alerts':>7} {'precision':>9} {'recall':>7}")
+    for point in report["curve"]:
+        click.echo(
+            f"{point['threshold']:>9.2f} {point['flagged']:>7} "
+            f"{point['precision']:>9.3f} {point['recall']:>7.3f}"
+        )
+
+
+COMMANDS = [eval_command, validate_eval_command]

@@ -1,0 +1,161 @@
+"""`lookalike up`, `worker`, `down` and `publish`: running the stack and feeding it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from ..errors import LookalikeError
+from .common import (
+    data_dir_option,
+    fail,
+    port_option,
+    publish_files,
+    settings_from,
+    setup_logging,
+)
+
+log = logging.getLogger("lookalike")
+
+
+@click.command()
+@data_dir_option
+@port_option
+@click.option("--encoder", default=None, help="Encoder name [env LOOKALIKE_ENCODER].")
+@click.option(
+    "--index",
+    "index_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Also publish the images under this folder (category = folder name) once the "
+    "broker is up. Repeatable.",
+)
+def up(
+    data_dir: Path | None, port: int | None, encoder: str | None, index_paths: tuple[Path, ...]
+) -> None:
+    """Run the stack in the foreground until Ctrl-C / SIGTERM.
+
+    Starts (or reuses) the local broker when LOOKALIKE_KAFKA_BOOTSTRAP is unset, opens Qdrant
+    (embedded on disk unless LOOKALIKE_QDRANT_URL is set), and runs the indexing worker and the
+    HTTP API on 127.0.0.1:PORT. On exit it stops the local broker it manages.
+    """
+    from ..kafka.local_broker import start_local_broker, stop_local_broker
+
+    settings = settings_from(data_dir=data_dir, api_port=port, encoder=encoder)
+    setup_logging(settings.log_level)
+    try:
+        managed_broker = settings.kafka_bootstrap is None
+        if managed_broker:
+            broker, _ = start_local_broker(settings)
+            bootstrap = broker.bootstrap
+        else:
+            bootstrap = settings.kafka_bootstrap or ""
+        try:
+            if index_paths:
+                sent = publish_files(
+                    settings, bootstrap, list(index_paths), None, True, "cli-seller", "auto"
+                )
+                log.info(
+                    "published %d upload events from %s", sent, ", ".join(map(str, index_paths))
+                )
+            from ..streams.worker import run_worker  # torch, faust: imported after the broker is up
+
+            run_worker(settings, bootstrap)
+        finally:
+            if managed_broker:
+                stop_local_broker(settings)
+    except LookalikeError as exc:
+        fail(str(exc))
+
+
+@click.command()
+@data_dir_option
+@port_option
+def worker(data_dir: Path | None, port: int | None) -> None:
+    """Run only the worker + API against an existing broker (never starts or stops one)."""
+    from ..kafka.local_broker import resolve_bootstrap
+    from ..streams.worker import run_worker
+
+    settings = settings_from(data_dir=data_dir, api_port=port)
+    setup_logging(settings.log_level)
+    try:
+        run_worker(settings, resolve_bootstrap(settings))
+    except LookalikeError as exc:
+        fail(str(exc))
+
+
+@click.command()
+@data_dir_option
+def down(data_dir: Path | None) -> None:
+    """Stop a local broker left running under the data dir (e.g. after a killed `up`)."""
+    from ..kafka.local_broker import stop_local_broker
+
+    settings = settings_from(data_dir=data_dir)
+    click.echo(
+        "stopped the local broker" if stop_local_broker(settings) else "no local broker runs"
+    )
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--category", default=None, help="Declared category for every image.")
+@click.option(
+    "--category-from-folder",
+    is_flag=True,
+    help="Declared category = the name of each image's folder.",
+)
+@click.option("--seller", "seller_id", default="cli-seller", show_default=True, help="Seller id.")
+@click.option(
+    "--source",
+    "mode",
+    type=click.Choice(["auto", "inline", "file"]),
+    default="auto",
+    show_default=True,
+    help="inline: send bytes in the event; file: send a path under "
+    "LOOKALIKE_IMAGE_ROOT; auto: file when under the root, else inline.",
+)
+@click.option(
+    "--wait",
+    "wait_seconds",
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for a starting `lookalike up` to bring up the local broker.",
+)
+@data_dir_option
+def publish(
+    paths: tuple[str, ...],
+    category: str | None,
+    category_from_folder: bool,
+    seller_id: str,
+    mode: str,
+    wait_seconds: float,
+    data_dir: Path | None,
+) -> None:
+    """Send one upload event per image file (folders are walked recursively).
+
+    A PATH that starts with http:// or https:// is sent as an image URL for the worker to fetch.
+    """
+    from ..kafka.local_broker import resolve_bootstrap
+
+    if not category and not category_from_folder:
+        fail("give --category C or --category-from-folder")
+    settings = settings_from(data_dir=data_dir)
+    setup_logging("warning")
+    try:
+        sent = publish_files(
+            settings,
+            resolve_bootstrap(settings, wait=wait_seconds),
+            list(paths),
+            category,
+            category_from_folder,
+            seller_id,
+            mode,
+        )
+    except LookalikeError as exc:
+        fail(str(exc))
+    click.echo(f"sent {sent} upload events to {settings.uploads_topic}")
+
+
+COMMANDS = [up, worker, down, publish]

@@ -1,0 +1,362 @@
+"""The indexing step of the pipeline, independent of Faust so it can be tested on its own.
+
+``IndexingPipeline`` takes a micro-batch of raw messages from the uploads topic through three
+blocking stages, each run in its own executor by the agent (never on the event loop):
+
+* :meth:`~IndexingPipeline.prepare` parses each event (upload, attribute change or removal),
+  and fetches, decodes and preprocesses uploaded images on the decode pool;
+* :meth:`~IndexingPipeline.embed` runs one forward pass per written model version;
+* :meth:`~IndexingPipeline.write` applies the batch to every written version under the per-image
+  clock rule (:mod:`.clock`): upserts, payload updates, deletes with tombstones, and judges each
+  upload's declared category on the way.
+
+Bad inputs come back as dead letters; infrastructure failures (Qdrant down) raise, so the caller
+retries and the offsets stay uncommitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from ..encoders import Encoder
+from ..errors import ImageRejected
+from ..events import (
+    CategoryAlert,
+    ConsumedMessage,
+    DeadLetter,
+    ImageUploaded,
+    InlineSource,
+    parse_image_event,
+)
+from ..images import BlobStore, ImageFetcher, decode_image, original_size
+from ..index import IndexPoint, QdrantIndex
+from ..utc import utcnow_iso
+from ..validation import CategoryValidator, Upload
+from .batch import BatchResult, ParsedChange, PreparedUpload
+from .clock import ClockRecord, ClockStore, clock_of, is_current
+from .plan import BatchPlan, Event, ImagePlan, plan_batch
+
+log = logging.getLogger(__name__)
+
+#: Errors that say the machine is short of memory, not that an image is bad.
+_RESOURCE_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.cuda.OutOfMemoryError)
+
+
+def _letter(message: ConsumedMessage, error: ImageRejected, event: Event | None) -> DeadLetter:
+    return DeadLetter.for_message(
+        message,
+        error,
+        event_id=event.event_id if event else None,
+        image_id=event.image_id if event else None,
+    )
+
+
+class IndexingPipeline:
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: QdrantIndex,
+        fetcher: ImageFetcher,
+        *,
+        max_pixels: int,
+        decode_threads: int = 4,
+        versions: Sequence[str] | None = None,
+        validator: CategoryValidator | None = None,
+        clocks: ClockStore | None = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.fetcher = fetcher
+        self.max_pixels = max_pixels
+        # Model versions every event is applied to, each with its encoder: the serving version
+        # and, during a rollout, the candidate (or the previous one, until it is retired).
+        self.targets: dict[str, Encoder] = {v: encoder for v in versions or [encoder.version]}
+        #: The version whose embedding failure dead-letters an image and whose vectors the
+        #: validator judges (the serving one).
+        self.primary = next(iter(self.targets))
+        self.validator = validator
+        self.clocks = clocks or ClockStore(index)
+        self.blobs = blobs
+        #: Fetch and decode threads (the rollout backfill shares them: the same cores either way).
+        self.decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+
+    @property
+    def versions(self) -> list[str]:
+        return list(self.targets)
+
+    def set_targets(self, targets: Mapping[str, Encoder], primary: str) -> None:
+        """Change the written versions (rollout start, promote, abort, retire). Batches already
+        past prepare keep the versions they were prepared for, minus any no longer written."""
+        assert primary in targets
+        self.targets = dict(targets)
+        self.primary = primary
+        self.encoder = targets[primary]
+
+    def close(self) -> None:
+        self.decode_pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- stages ------------------------------------------------------------------------------
+    def _prepare(
+        self, message: ConsumedMessage, targets: Mapping[str, Encoder]
+    ) -> PreparedUpload | ParsedChange | DeadLetter | None:
+        event: Event | None = None
+        try:
+            event = parse_image_event(message.value)
+            if not isinstance(event, ImageUploaded):
+                return ParsedChange(message, event)
+            if not is_current(clock_of(event), self.clocks.get(event.image_id)):
+                return None  # already superseded: don't fetch or embed it (write re-checks)
+            data = self.fetcher.fetch(event.image)
+            return self._decode(message, event, data, targets)
+        except ImageRejected as exc:
+            return _letter(message, exc, event)
+        except Exception as exc:  # a bug or an image that breaks a library: never stop the worker
+            log.exception(
+                "unexpected error preparing %s:%s@%s",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            rejected = ImageRejected(f"unexpected {type(exc).__name__}: {exc}", stage="decode")
+            return _letter(message, rejected, event)
+
+    def _decode(
+        self,
+        message: ConsumedMessage,
+        event: ImageUploaded,
+        data: bytes,
+        targets: Mapping[str, Encoder],
+    ) -> PreparedUpload:
+        """Decode once, preprocess once per distinct preprocessing; keep inline bytes."""
+        encoders = list(targets.values())
+        image = decode_image(
+            data,
+            max_pixels=self.max_pixels,
+            target_size=max(e.preprocessing.resize for e in encoders),
+        )
+        width, height = original_size(image)
+        tensors: dict[str, torch.Tensor] = {}
+        for encoder in encoders:
+            key = encoder.preprocessing.digest()
+            if key not in tensors:
+                tensors[key] = encoder.preprocess(image)
+        if self.blobs is not None and isinstance(event.image, InlineSource):
+            self.blobs.put(data)  # the index keeps only its digest; a backfill needs the bytes
+        return PreparedUpload(
+            message, event, tensors, width, height, hashlib.sha256(data).hexdigest()
+        )
+
+    def _embed(
+        self, encoder: Encoder, prepared: list[PreparedUpload], primary: bool
+    ) -> tuple[list[PreparedUpload], list, list[DeadLetter]]:
+        key = encoder.preprocessing.digest()
+        try:
+            vectors = encoder.embed_tensors([p.tensors[key] for p in prepared])
+            return prepared, list(vectors), []
+        except _RESOURCE_ERRORS:
+            raise  # the machine's fault, not the image's: the caller retries the batch
+        except Exception:
+            log.exception("batch embedding failed; embedding images one by one")
+        kept, vectors, letters = [], [], []
+        for item in prepared:
+            try:
+                vectors.append(encoder.embed_tensors([item.tensors[key]])[0])
+                kept.append(item)
+            except _RESOURCE_ERRORS:
+                raise
+            except Exception as exc:  # this image alone breaks the model
+                if not primary:  # the serving version decides an image's fate
+                    log.error("%s cannot embed %s: %s", encoder.version, item.event.image_id, exc)
+                    vectors.append(None)
+                    kept.append(item)
+                    continue
+                reason = f"embedding failed: {type(exc).__name__}: {exc}"
+                letters.append(
+                    _letter(item.message, ImageRejected(reason, stage="embed"), item.event)
+                )
+        return kept, vectors, letters
+
+    # --- the three stages: each blocking, each run in its own executor by the agent ----------
+    def prepare(self, messages: Sequence[ConsumedMessage]) -> BatchResult:
+        """Parse, fetch, decode and preprocess, in parallel on the decode pool."""
+        result = BatchResult(targets=dict(self.targets), primary=self.primary)
+        started = time.perf_counter()
+        for outcome in self.decode_pool.map(lambda m: self._prepare(m, result.targets), messages):
+            if outcome is None:
+                result.stale += 1
+            elif isinstance(outcome, DeadLetter):
+                result.dead_letters.append(outcome)
+            else:
+                result.items.append(outcome)
+        result.timings["prepare"] = time.perf_counter() - started
+        return result
+
+    def embed(self, result: BatchResult) -> BatchResult:
+        """One forward pass per written version (images that break the serving model are
+        dead-lettered; the same encoder is run once for several versions)."""
+        prepared = result.prepared
+        if not prepared:
+            return result
+        started = time.perf_counter()
+        primary = result.targets[result.primary]
+        kept, vectors, letters = self._embed(primary, prepared, primary=True)
+        result.dead_letters.extend(letters)
+        dropped = {id(item) for item in prepared} - {id(item) for item in kept}
+        result.items = [item for item in result.items if id(item) not in dropped]
+        by_encoder: dict[int, list] = {id(primary): vectors}
+        for version, encoder in result.targets.items():
+            if id(encoder) not in by_encoder:
+                by_encoder[id(encoder)] = self._embed(encoder, kept, primary=False)[1]
+            result.vectors[version] = by_encoder[id(encoder)]
+        result.timings["embed"] = time.perf_counter() - started
+        return result
+
+    def write(self, result: BatchResult) -> BatchResult:
+        """Apply the batch to every written version. Raises on infrastructure failure: retry it
+        (re-applying is harmless: equal clocks re-apply the same event)."""
+        if not result.items:
+            return result
+        started = time.perf_counter()
+        prepared = result.prepared
+        slots = {id(item): n for n, item in enumerate(prepared)}
+        events = [
+            (item.event, slots.get(id(item)) if isinstance(item, PreparedUpload) else None)
+            for item in result.items
+        ]
+        plan = plan_batch(events, self.clocks.get_many(e.image_id for e, _ in events))
+        result.stale += len(plan.stale) + len(plan.ignored_removed)
+        upserts = [p for p in plan.images if p.action == "upsert"]
+        uploads = [self._upload(p, result) for p in upserts]
+        if self.validator is not None and uploads:
+            self._validate(result, upserts, uploads)
+        now = utcnow_iso()
+        self._write_uploads(result, prepared, upserts, now)
+        records = [p.record for p in plan.images if p.action != "update"]
+        records += self._write_updates(result, plan, now)
+        result.removed = [p.image_id for p in plan.images if p.action == "remove"]
+        for version in self.targets:
+            self.index.delete(version, result.removed)
+        # Last: a crash before this line replays the batch, which re-applies the same events.
+        self.clocks.put_many(records)
+        result.timings["write"] = time.perf_counter() - started
+        result.indexed = [p.image_id for p in upserts]
+        self._tell_validator(uploads, plan, result)
+        for event in plan.stale + plan.ignored_removed:
+            log.info(
+                "ignored %s %s for image %s: the index holds a newer event for it",
+                event.type,
+                event.event_id,
+                event.image_id,
+            )
+        return result
+
+    @staticmethod
+    def _upload(plan: ImagePlan, result: BatchResult) -> Upload:
+        """What the validator judges: the image as the batch leaves it (later attribute changes
+        of the same batch included), with the serving version's vector."""
+        assert plan.upload is not None and plan.upload_slot is not None
+        return Upload(
+            plan.image_id,
+            plan.changes.get("seller_id", plan.upload.seller_id),
+            plan.changes.get("category", plan.upload.category),
+            result.vectors[result.primary][plan.upload_slot],
+        )
+
+    def _write_uploads(
+        self,
+        result: BatchResult,
+        prepared: list[PreparedUpload],
+        upserts: list[ImagePlan],
+        now: str,
+    ) -> None:
+        # Only versions still written; an upload reaches a version only if it was embedded for
+        # it (a version added mid-batch gets the image from its backfill).
+        versions = [v for v in self.targets if v in result.targets]
+        for version in versions:
+            vectors = result.vectors.get(version, [])
+            points = [
+                IndexPoint(
+                    p.image_id,
+                    vectors[p.upload_slot],
+                    prepared[p.upload_slot].payload(p, version, now),
+                )
+                for p in upserts
+                if p.upload_slot is not None and vectors[p.upload_slot] is not None
+            ]
+            self.index.upsert(version, points)
+            # A version that could not get the new image (embedding failed for it) must not
+            # keep an old copy: its backfill's final pass re-copies what it lacks.
+            self.index.delete(
+                version, sorted({p.image_id for p in upserts} - {p.image_id for p in points})
+            )
+        for version in set(self.targets) - set(versions):  # added after this batch's prepare
+            self.index.delete(version, [p.image_id for p in upserts])
+
+    def _write_updates(self, result: BatchResult, plan: BatchPlan, now: str) -> list[ClockRecord]:
+        """Payload-only changes; returns the clocks to keep (an unknown image gets none: its
+        upload may still come)."""
+        records = []
+        for p in plan.images:
+            if p.action != "update":
+                continue
+            changes = {**p.changes, "clock": list(p.record.clock), "updated_at": now}
+            found = [self.index.update_payload(v, p.image_id, changes) for v in self.targets]
+            if any(found):
+                records.append(p.record)
+                result.updated.append(p.image_id)
+        return records
+
+    def _tell_validator(self, uploads: list[Upload], plan: BatchPlan, result: BatchResult) -> None:
+        if self.validator is None:
+            return
+        if result.primary != self.validator.version:
+            return  # a promotion happened mid-batch; the validator is rebuilt for the new one
+        self.validator.observe(uploads)
+        self.validator.forget(result.removed)
+        for p in plan.images:
+            if p.action == "update" and "category" in p.changes and p.image_id in result.updated:
+                self.validator.set_category(p.image_id, p.changes["category"])
+
+    def _validate(
+        self, result: BatchResult, upserts: list[ImagePlan], uploads: list[Upload]
+    ) -> None:
+        """Judge each upload against what was indexed before its batch (uploads are indexed
+        whatever the verdict)."""
+        assert self.validator is not None
+        if result.primary != self.validator.version:
+            return
+        started = time.perf_counter()
+        verdicts = self.validator.judge(uploads)
+        for plan, upload, verdict in zip(upserts, uploads, verdicts, strict=True):
+            result.verdicts[verdict.outcome] = result.verdicts.get(verdict.outcome, 0) + 1
+            if verdict.outcome != "mismatch":
+                continue
+            event = plan.upload
+            assert event is not None
+            result.alerts.append(
+                CategoryAlert(
+                    image_id=event.image_id,
+                    listing_id=plan.changes.get("listing_id", event.listing_id),
+                    seller_id=upload.seller_id,
+                    declared_category=upload.category,
+                    predicted_category=str(verdict.predicted),
+                    confidence=min(1.0, max(0.0, verdict.confidence)),
+                    model_version=self.validator.version,
+                    votes=verdict.votes,
+                    prototype_scores=verdict.prototype_scores,
+                    evidence=verdict.evidence,
+                    source_event_id=event.event_id,
+                )
+            )
+        result.timings["validate"] = time.perf_counter() - started
+
+    def process(self, messages: Sequence[ConsumedMessage]) -> BatchResult:
+        """All three stages in a row. Blocking: run in an executor."""
+        return self.write(self.embed(self.prepare(messages)))

@@ -1,0 +1,106 @@
+"""Publishing events: the producer API a marketplace calls (kafka-python).
+
+Upload events are keyed by image id, so every event about one image lands on one partition, in
+order; clicks are keyed by search id, beside their search.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from ..errors import BrokerUnavailable
+from ..events import Click, ImageAttributesChanged, ImageRemoved, ImageUploaded
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    """Create missing topics (brokers differ on auto-creation, so never rely on it)."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lookalike-admin")
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap}: {exc}") from None
+    try:
+        existing = set(admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", missing)
+    finally:
+        admin.close()
+
+
+class UploadPublisher:
+    """Sends ImageUploaded, ImageAttributesChanged and ImageRemoved events to the uploads topic,
+    keyed by image id (so one image's events stay in order). Use as a context manager."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.settings = settings
+        self.topic = settings.uploads_topic
+        ensure_topics(
+            bootstrap,
+            settings.all_topics,
+            settings.topic_partitions,
+        )
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap,
+                client_id="lookalike-publisher",
+                acks="all",
+                linger_ms=20,
+                retries=5,
+                max_in_flight_requests_per_connection=1,  # keep per-image order under retries
+            )
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap}: {exc}") from None
+
+    def publish(self, event: ImageUploaded | ImageAttributesChanged | ImageRemoved) -> Any:
+        """Queue one event; returns kafka-python's future (``.get()`` waits for the ack)."""
+        return self._producer.send(
+            self.topic, key=event.image_id.encode("utf-8"), value=event.to_json_bytes()
+        )
+
+    def publish_raw(self, key: bytes | None, value: bytes) -> Any:
+        """Send bytes as they are (for replaying dead letters, or testing bad input)."""
+        return self._producer.send(self.topic, key=key, value=value)
+
+    def flush(self, timeout: float | None = 60.0) -> None:
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"could not deliver events: {exc}") from exc
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)
+
+    def __enter__(self) -> UploadPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ClickPublisher(UploadPublisher):
+    """Sends Click events (keyed by search id) to the clicks topic, for front ends that report
+    clicks through Kafka rather than POST /clicks."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        super().__init__(settings, bootstrap)
+        self.topic = settings.clicks_topic
+
+    def publish(self, click: Click) -> Any:  # type: ignore[override]
+        return self._producer.send(
+            self.topic, key=click.search_id.encode("utf-8"), value=click.model_dump_json().encode()
+        )

@@ -1,0 +1,103 @@
+"""The encoders of a worker's written model versions (serving, candidate, previous).
+
+One encoder per written version, loaded at start from the version registry (which decides;
+``LOOKALIKE_ENCODER`` only names the first serving version of an empty index). The dict is
+shared in place with search and the indexing pipeline, so a rollout step that adds or drops a
+version is seen by both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ..encoders import Encoder, encoder_from_settings
+from ..errors import ConfigurationError
+from ..index import QdrantIndex
+from ..settings import Settings
+from .versions import VersionRecord, VersionRegistry
+
+log = logging.getLogger(__name__)
+
+
+class WorkerModels:
+    def __init__(
+        self,
+        settings: Settings,
+        index: QdrantIndex,
+        registry: VersionRegistry,
+        *,
+        injected: Encoder | None = None,
+        loader: Callable[[str], Encoder] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.registry = registry
+        self._injected = {injected.version: injected} if injected is not None else {}
+        self._loader = loader
+        #: One encoder per written model version.
+        self.encoders: dict[str, Encoder] = {}
+
+    def open(self) -> None:
+        """Blocking: register the first serving version of an empty index, then load the
+        encoder of every written version."""
+        if self.registry.serving() is None:
+            self._bootstrap()
+        for record in self.registry.written():
+            self.index.ensure_collection(record.version, record.dim)
+            if record.version not in self.encoders:
+                self.encoders[record.version] = self.encoder_for(record)
+        serving = self.registry.serving()
+        assert serving is not None
+        if self.settings.encoder not in {r.encoder for r in self.registry.written()}:
+            log.warning(
+                "LOOKALIKE_ENCODER=%s is not a written model version; the version registry "
+                "decides (serving: %s from %s). To move to it: lookalike rollout start %s",
+                self.settings.encoder,
+                serving.version,
+                serving.encoder,
+                self.settings.encoder,
+            )
+
+    def load(self, spec: str) -> Encoder:
+        """Blocking: build and warm up the encoder ``spec`` (a name or a .pt path)."""
+        if self._loader is not None:
+            return self._loader(spec)
+        model = encoder_from_settings(self.settings, spec)
+        started = time.perf_counter()
+        model.warm_up()
+        log.info("encoder %s warmed up in %.1fs", model.version, time.perf_counter() - started)
+        return model
+
+    def encoder_for(self, record: VersionRecord) -> Encoder:
+        model = self._injected.get(record.version) or self.load(record.encoder)
+        if model.version != record.version:
+            raise ConfigurationError(
+                f"model version {record.version} was built with encoder {record.encoder!r}, "
+                f"which now loads as {model.version} (its weights changed): restore them, or "
+                "abort/retire that version"
+            )
+        return model
+
+    def keep_only(self, versions: set[str]) -> None:
+        """Drop the encoders of versions no longer written (in place: the dict is shared)."""
+        for stale in set(self.encoders) - versions:
+            del self.encoders[stale]
+
+    def _bootstrap(self) -> None:
+        """An index without a registry: the configured encoder becomes the serving version."""
+        first = next(iter(self._injected.values()), None) or self.load(self.settings.encoder)
+        alias = self.index.serving_version()
+        if alias is not None and alias != first.version:
+            raise ConfigurationError(
+                f"the serving alias points at {alias}, but LOOKALIKE_ENCODER="
+                f"{self.settings.encoder} is {first.version}: start the worker with the "
+                "serving encoder, then `lookalike rollout start` the new one"
+            )
+        self.index.ensure_collection(first.version, first.dim)
+        if alias is None:
+            self.index.set_serving(first.version)
+        self.registry.bootstrap(first.version, self.settings.encoder, first.dim)
+        self.encoders[first.version] = first
+        log.info("version registry: %s is the serving version", first.version)
