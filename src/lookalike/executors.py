@@ -1,5 +1,5 @@
 """Where blocking work runs: the worker's executors, one way to call them from the event loop,
-and one retry-with-back-off loop.
+and one retry-with-back-off loop that says a failure once, not once per try.
 
 The event loop only schedules: fetch, decode, inference, index and SQLite calls all run on
 these executors, so Faust keeps heart-beating and committing. :class:`PriorityExecutor` is the
@@ -17,10 +17,13 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from .health import Health
 
 T = TypeVar("T")
 
@@ -87,6 +90,27 @@ async def run_in(executor: Executor | None, fn: Callable[..., T], *args: Any) ->
     return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
 
+#: How often a retry loop that keeps failing says so again.
+STILL_FAILING_EVERY = 300.0
+
+
+def describe_error(exc: BaseException) -> str:
+    """Our errors say what to do in their message; others need their type to make sense."""
+    if exc.__class__.__module__.startswith("lookalike"):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def failing_part(exc: BaseException, default: str) -> str:
+    """Which part of the worker an infrastructure error says is failing (for readiness)."""
+    part = getattr(exc, "component", None)
+    if isinstance(part, str):
+        return part
+    if type(exc).__module__.split(".")[0] in ("aiokafka", "kafka"):
+        return "broker"
+    return default
+
+
 async def retry_with_backoff(
     what: str,
     attempt: Callable[[], Awaitable[T]],
@@ -95,27 +119,68 @@ async def retry_with_backoff(
     kept: str,
     first_delay: float = 1.0,
     max_delay: float = 30.0,
+    health: Health | None = None,
+    part: str = "pipeline",
 ) -> T:
     """Await ``attempt()`` until it succeeds, doubling the pause after each failure. For
-    infrastructure trouble (a service down, memory): the work is kept (``kept`` says how, in the
-    log), never dropped."""
+    infrastructure trouble (a service down, a full disk, memory): the work is kept (``kept``
+    says how), never dropped.
+
+    The log says it once: the first failure (or a new kind of failure), "still failing" every
+    few minutes, and the recovery; not every try. With ``health``, the failing part is reported
+    for readiness, and several loops failing for the same reason say it once between them."""
     delay = first_delay
+    tries, started, last_said = 0, time.monotonic(), ""
+    said_at = started
+    trouble_part: str | None = None
     while True:
         try:
-            return await attempt()
+            result = await attempt()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error(
-                "%s failed (%s: %s); retrying in %.0fs, %s",
-                what,
-                type(exc).__name__,
-                exc,
-                delay,
-                kept,
-            )
+            tries += 1
+            reason = describe_error(exc)
+            trouble_part = failing_part(exc, part)
+            new = reason != last_said
+            if health is not None:
+                known = health.trouble(trouble_part)
+                new = health.failing(trouble_part, f"{what}: {reason}") or (
+                    known is not None and not known.reason.endswith(reason)
+                )
+            now = time.monotonic()
+            if new:
+                log.error(
+                    "%s failed: %s. Retrying with back-off (pauses up to %.0fs); %s. Said once; "
+                    "the log tells when it recovers.",
+                    what,
+                    reason,
+                    max_delay,
+                    kept,
+                )
+                said_at, last_said = now, reason
+            elif now - said_at >= STILL_FAILING_EVERY:
+                log.warning(
+                    "%s still failing after %d tries over %.0fs: %s",
+                    what,
+                    tries,
+                    now - started,
+                    reason,
+                )
+                said_at = now
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
+            continue
+        if tries:
+            recovered = health.fine(trouble_part) if health and trouble_part else True
+            if recovered:
+                log.warning(
+                    "%s recovered after %d failed tries (%.0fs)",
+                    what,
+                    tries,
+                    time.monotonic() - started,
+                )
+        return result
 
 
 @dataclass

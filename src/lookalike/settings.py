@@ -10,8 +10,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Kafka's own default limit on one record (broker max.message.bytes, producer max.request.size).
+KAFKA_DEFAULT_MESSAGE_BYTES = 1_048_576
 
 
 def _default_data_dir() -> Path:
@@ -56,6 +59,61 @@ class Settings(BaseSettings):
     session_timeout: float = Field(
         default=10.0, gt=0, description="Seconds before a silent worker is dropped from the group."
     )
+    max_message_bytes: int = Field(
+        default=KAFKA_DEFAULT_MESSAGE_BYTES,
+        ge=10_000,
+        description="Largest message accepted on the uploads topic and produced by lookalike "
+        "(Kafka's default). Bigger messages are dead-lettered; the publisher refuses them. Keep "
+        "it at or below the brokers' max.message.bytes.",
+    )
+    broker_lost_exit: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a worker tolerates an unreachable broker before it exits with "
+        "status 3 (so a supervisor restarts it).",
+    )
+    shutdown_grace: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a worker may take to stop after SIGTERM/SIGINT (or after losing its "
+        "broker) before it exits anyway.",
+    )
+    retry_max_delay: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause between retries of a batch that failed for an infrastructure "
+        "reason (broker, disk, index); pauses double from 1 s up to this.",
+    )
+
+    # --- Kafka security (TLS, SASL) ------------------------------------------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How clients talk to Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="CA certificate(s) (PEM) that sign the brokers' certificates. Unset: the "
+        "system's trust store.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="Private key (PEM) of the client certificate."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of the client key, if it is encrypted."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that a broker's certificate names its host."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None,
+        description="SASL mechanism for SASL_PLAINTEXT / SASL_SSL: PLAIN, SCRAM-SHA-256 or "
+        "SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
 
     # --- Qdrant ------------------------------------------------------------------------------
     qdrant_url: str | None = Field(
@@ -154,6 +212,35 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=50_000_000, ge=1, description="Largest accepted width*height (decompression bombs)."
     )
+    fetch_allow: str = Field(
+        default="",
+        description="Image URLs may only reach public addresses, except these (comma-separated): "
+        "host names, '*.domain' wildcards, IP addresses or CIDRs, e.g. "
+        "'cdn.internal,10.20.0.0/16'.",
+    )
+    max_attributes_bytes: int = Field(
+        default=16_384,
+        ge=2,
+        description="Largest `attributes` map of an event, as JSON; bigger ones are "
+        "dead-lettered (and refused by the publisher).",
+    )
+    max_attributes_keys: int = Field(
+        default=100, ge=0, description="Most keys in an `attributes` map, nested maps included."
+    )
+    max_attributes_depth: int = Field(
+        default=3, ge=1, description="Deepest nesting of maps and lists in an `attributes` map."
+    )
+    dead_letter_payload_bytes: int = Field(
+        default=65_536,
+        ge=0,
+        description="Bytes of a rejected message's value its dead letter carries; a longer value "
+        "is cut (its size and SHA-256 are kept), so a dead letter always fits the topic.",
+    )
+    keep_dead_letter_payloads: bool = Field(
+        default=True,
+        description="Keep the whole value of a cut dead letter on disk, under "
+        "DATA_DIR/dead-letter-payloads/<sha256> (the dead letter names the file).",
+    )
 
     # --- clicks and training pairs ---------------------------------------------------------
     click_window: float = Field(
@@ -186,15 +273,74 @@ class Settings(BaseSettings):
         default=None,
         description="Base URL the CLI talks to. Unset: http://{api_host}:{api_port}.",
     )
+    api_read_tokens: SecretStr | None = Field(
+        default=None,
+        description="Bearer tokens (comma-separated) of the read role: search, images, clicks.",
+    )
+    api_admin_tokens: SecretStr | None = Field(
+        default=None,
+        description="Bearer tokens (comma-separated) of the admin role: everything (rollout, "
+        "reviews, exemplars, vectors, dead letters, stats). With no tokens at all the API is "
+        "open, and only allowed on a loopback interface.",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Let the API bind a non-loopback interface without any token (behind your "
+        "own authenticating proxy).",
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="The token the CLI sends. Unset: the first admin token, else the first read "
+        "token.",
+    )
+    api_max_json_bytes: int = Field(
+        default=1_000_000,
+        ge=1_000,
+        description="Largest JSON request body, after any gzip/deflate decoding.",
+    )
+    search_log_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds a search waits for its SearchServed record to reach Kafka. Past "
+        'it (broker down) the search is answered anyway with "logged": false and counted.',
+    )
 
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 
     @field_validator(
-        "data_dir", "image_root", "encoder_weights", "pairs_dir", "blob_dir", mode="after"
+        "data_dir",
+        "image_root",
+        "encoder_weights",
+        "pairs_dir",
+        "blob_dir",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="after",
     )
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    # --- tokens --------------------------------------------------------------------------------
+    @staticmethod
+    def _tokens(secret: SecretStr | None) -> list[str]:
+        text = secret.get_secret_value() if secret is not None else ""
+        return [token.strip() for token in text.split(",") if token.strip()]
+
+    @property
+    def read_tokens(self) -> list[str]:
+        return self._tokens(self.api_read_tokens)
+
+    @property
+    def admin_tokens(self) -> list[str]:
+        return self._tokens(self.api_admin_tokens)
+
+    def client_headers(self) -> dict[str, str]:
+        """What the CLI (and `lookalike train`) send to the worker's API."""
+        token = self.api_token.get_secret_value() if self.api_token is not None else ""
+        token = token or next(iter(self.admin_tokens + self.read_tokens), "")
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     # --- derived names -------------------------------------------------------------------------
     def topic(self, name: str) -> str:
@@ -245,6 +391,10 @@ class Settings(BaseSettings):
     @property
     def ledger_path(self) -> Path:
         return self.data_dir / "ledger.sqlite"
+
+    @property
+    def dead_letter_payloads_path(self) -> Path:
+        return self.data_dir / "dead-letter-payloads"
 
     @property
     def training_pairs_topic(self) -> str:

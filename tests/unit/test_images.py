@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from lookalike.errors import DecodeError, FetchError
+from lookalike.errors import ConfigurationError, DecodeError, FetchError, FetchRefused
 from lookalike.events import FileSource, InlineSource, UrlSource
-from lookalike.images import ImageFetcher, decode_image
+from lookalike.images import ImageFetcher, decode_image, payload_bytes
+from lookalike.images.url_guard import AddressPolicy
 from lookalike.settings import Settings
 
 BIG = 10**8  # a max_pixels that never gets in the way
@@ -326,6 +327,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64  # the default 5 drops concurrent SYNs, retried only after 1 s
     stop: threading.Event
     drip_ended: dict[str, threading.Event]  # per path: a dripping handler saw the client go
+    requests: list[str]  # every path asked for, in order
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -336,7 +338,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path
-        if path == "/image.png":
+        self.server.requests.append(path)
+        if path.startswith("/redirect-to/"):  # /redirect-to/<host:port>: to that host's image
+            self._send(302, b"", {"Location": f"http://{path.split('/')[2]}/image.png"})
+        elif path == "/image.png":
             self._send(200, IMAGE_BYTES, {"Content-Type": "image/png"})
         elif path == "/missing":
             self._send(404, b"no such image")
@@ -402,6 +407,7 @@ def server() -> Iterator[_Server]:
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.stop = threading.Event()
     srv.drip_ended = {"/slow": threading.Event()}
+    srv.requests = []
     thread = threading.Thread(target=srv.serve_forever, name="test-http", daemon=True)
     thread.start()
     try:
@@ -418,8 +424,19 @@ def url(server: _Server, path: str) -> UrlSource:
     return UrlSource(url=f"http://127.0.0.1:{server.server_address[1]}{path}")
 
 
+#: The test server listens on loopback, which the URL guard refuses unless allow-listed.
+LOOPBACK_ALLOWED = AddressPolicy.from_allow_list("127.0.0.1/32")
+
+
 @pytest.fixture
 def fetcher(tmp_path: Path) -> Iterator[ImageFetcher]:
+    with ImageFetcher(image_root=None, timeout=1.0, max_bytes=1000, policy=LOOPBACK_ALLOWED) as f:
+        yield f
+
+
+@pytest.fixture
+def guarded() -> Iterator[ImageFetcher]:
+    """The default policy: public addresses only."""
     with ImageFetcher(image_root=None, timeout=1.0, max_bytes=1000) as f:
         yield f
 
@@ -455,7 +472,9 @@ def test_redirect_loop_rejected(server: _Server, fetcher: ImageFetcher) -> None:
 def test_redirect_to_file_scheme_rejected(server: _Server, fetcher: ImageFetcher) -> None:
     with pytest.raises(FetchError) as info:
         fetcher.fetch(url(server, "/redirect-file"))
-    assert "file:///etc/passwd" in info.value.reason or "UnsupportedProtocol" in info.value.reason
+    # The guard refuses the hop before any I/O (httpx rebases the target on the redirecting host).
+    assert "file://" in info.value.reason and "/etc/passwd" in info.value.reason
+    assert "scheme 'file' is not allowed" in info.value.reason
 
 
 def test_slow_server_hits_total_deadline(server: _Server, fetcher: ImageFetcher) -> None:
@@ -502,6 +521,95 @@ def test_fetch_from_threads(server: _Server, fetcher: ImageFetcher) -> None:
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: fetcher.fetch(source), range(16)))
     assert results == [IMAGE_BYTES] * 16
+
+
+# --- fetch: the URL guard (loopback is the only forbidden target that gets traffic) ----------
+
+LOOPBACK_FORMS = [
+    "127.0.0.1",
+    "localhost",
+    "2130706433",
+    "0x7f000001",
+    "017700000001",
+    "127.1",
+    "0",
+    "[::1]",
+    "[::ffff:127.0.0.1]",
+]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_FORMS)
+def test_guard_refuses_every_form_of_loopback(
+    server: _Server, guarded: ImageFetcher, host: str
+) -> None:
+    before = len(server.requests)
+    source = UrlSource(url=f"http://{host}:{server.server_address[1]}/image.png")
+    with pytest.raises(FetchRefused) as info:
+        guarded.fetch(source)
+    assert info.value.stage == "fetch"  # a dead letter, not a retry
+    assert "LOOKALIKE_FETCH_ALLOW" in info.value.reason
+    assert len(server.requests) == before  # nothing reached the server
+
+
+def test_guard_checks_every_redirect_hop(server: _Server, fetcher: ImageFetcher) -> None:
+    """127.0.0.1 is allowed, the redirect target [::1] (also loopback) is not."""
+    port = server.server_address[1]
+    before = len(server.requests)
+    with pytest.raises(FetchRefused, match=r"::1"):
+        fetcher.fetch(url(server, f"/redirect-to/[::1]:{port}"))
+    assert server.requests[before:] == [f"/redirect-to/[::1]:{port}"]  # the hop, not the target
+    assert fetcher.fetch(url(server, f"/redirect-to/127.0.0.1:{port}")) == IMAGE_BYTES
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("metadata.test", "169.254.169.254"),
+        ("intranet.test", "10.1.2.3"),
+        ("office.test", "192.168.1.10"),
+        ("ula.test", "fd00::1"),
+        ("mapped.test", "::ffff:10.0.0.1"),
+    ],
+)
+def test_guard_refuses_names_resolving_to_internal_addresses(host: str, address: str) -> None:
+    """Resolver level only: these ranges never get a packet from the tests."""
+    import ipaddress
+
+    asked: list[str] = []
+
+    def resolver(name: str, port: int) -> list:
+        asked.append(name)
+        return [ipaddress.ip_address(address)]
+
+    with ImageFetcher(None, timeout=1.0, max_bytes=1000, resolver=resolver) as fetcher:
+        with pytest.raises(FetchRefused) as info:
+            fetcher.fetch(UrlSource(url=f"http://{host}/a.jpg"))
+    assert asked == [host] and str(ipaddress.ip_address(address)) in info.value.reason
+
+
+def test_guard_refuses_metadata_literal_before_any_io(guarded: ImageFetcher) -> None:
+    with pytest.raises(FetchRefused, match="link-local"):
+        guarded.fetch(UrlSource(url="http://169.254.169.254/latest/meta-data/"))
+
+
+def test_allow_list_comes_from_settings(server: _Server, tmp_path: Path) -> None:
+    source = url(server, "/image.png")
+    with ImageFetcher.from_settings(Settings(data_dir=tmp_path)) as default:
+        with pytest.raises(FetchRefused):
+            default.fetch(source)
+    with ImageFetcher.from_settings(Settings(data_dir=tmp_path, fetch_allow="127.0.0.1/32")) as f:
+        assert f.fetch(source) == IMAGE_BYTES
+    with pytest.raises(ConfigurationError, match="LOOKALIKE_FETCH_ALLOW"):
+        ImageFetcher.from_settings(Settings(data_dir=tmp_path, fetch_allow="http://x.com"))
+
+
+def test_backfill_and_training_rereads_are_guarded(server: _Server, guarded: ImageFetcher) -> None:
+    """A rollout backfill and `train --tail` re-read stored URLs through payload_bytes."""
+    before = len(server.requests)
+    payload = {"source_kind": "url", "source": f"http://127.1:{server.server_address[1]}/image.png"}
+    with pytest.raises(FetchRefused):
+        payload_bytes(payload, guarded, None)
+    assert len(server.requests) == before
 
 
 # --- fetch: inline and files --------------------------------------------------------------------

@@ -3,6 +3,10 @@
 Every failure is a :class:`~lookalike.errors.FetchError` whose reason says what went wrong, so
 the worker can dead-letter the event. Bytes are not inspected here: an empty body is passed on
 and rejected by :func:`lookalike.images.decode.decode_image`.
+
+URLs are fetched through :mod:`.url_guard`: only public addresses (or those in
+``LOOKALIKE_FETCH_ALLOW``), checked after DNS resolution on the address actually connected, on
+every redirect hop. A refusal is a :class:`~lookalike.errors.FetchRefused` (a dead letter).
 """
 
 from __future__ import annotations
@@ -17,8 +21,16 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ..errors import FetchError
+from ..errors import ConfigurationError, FetchError
 from ..events import FileSource, InlineSource, UrlSource
+from .url_guard import (
+    ALLOW_SETTING,
+    AddressPolicy,
+    Resolver,
+    check_url,
+    guarded_client,
+    system_resolver,
+)
 
 if TYPE_CHECKING:
     from ..events import ImageSource
@@ -34,7 +46,8 @@ class ImageFetcher:
     """Fetches image bytes from URLs, inline payloads and files under an image root.
 
     One instance is shared by the worker's decode threads: it holds a single pooled
-    :class:`httpx.Client`, which is thread-safe, and no other mutable state.
+    :class:`httpx.Client`, which is thread-safe, and no other mutable state. ``policy`` decides
+    which addresses URLs may reach (default: public addresses only).
     """
 
     def __init__(
@@ -44,6 +57,8 @@ class ImageFetcher:
         max_bytes: int,
         *,
         max_connections: int = 20,
+        policy: AddressPolicy | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0")
@@ -53,7 +68,12 @@ class ImageFetcher:
         self.image_root = Path(os.path.realpath(image_root)) if image_root is not None else None
         self.timeout = timeout
         self.max_bytes = max_bytes
-        self._client = httpx.Client(
+        self.policy = policy if policy is not None else AddressPolicy()
+        # Every connection goes through the guard: resolved once, each address checked, the
+        # checked IP connected (no DNS rebinding), on every redirect hop.
+        self._client = guarded_client(
+            self.policy,
+            resolver=resolver,
             headers={
                 "User-Agent": USER_AGENT,
                 # Images are already compressed; identity avoids gzip bombs inflating in memory.
@@ -70,11 +90,18 @@ class ImageFetcher:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageFetcher:
+        """The fetcher of the worker, its rollout backfill and `lookalike train --tail`: one
+        guard for every URL fetched."""
+        try:
+            policy = AddressPolicy.from_allow_list(settings.fetch_allow)
+        except ValueError as exc:
+            raise ConfigurationError(f"{ALLOW_SETTING}: {exc}") from None
         return cls(
             image_root=settings.image_root,
             timeout=settings.fetch_timeout,
             max_bytes=settings.max_image_bytes,
             max_connections=max(10, 2 * settings.decode_threads),
+            policy=policy,
         )
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -163,12 +190,16 @@ class ImageFetcher:
     # --- url -------------------------------------------------------------------------------------
     def _fetch_url(self, url: str) -> bytes:
         deadline = time.monotonic() + self.timeout
+        check_url(url, self.policy)  # the raw text: backslashes, spaces, credentials
         try:
             request = self._client.build_request("GET", url)
             # Redirects are followed here rather than by httpx: httpx reads every intermediate
             # redirect body in full, unbounded by max_bytes or by our total deadline.
             for _ in range(MAX_REDIRECTS + 1):
                 self._check_deadline(deadline, url)
+                # A clear refusal before any I/O (scheme, credentials, literal addresses); the
+                # guarded connection repeats the address check on what it actually connects.
+                check_url(request.url, self.policy)
                 # Each hop gets only the time that is left, for connect and for every read.
                 request.extensions["timeout"] = httpx.Timeout(
                     max(0.001, deadline - time.monotonic())
