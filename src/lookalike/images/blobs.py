@@ -6,20 +6,29 @@
   search names) so training pairs can use them.
 
 Files are written to a temporary name and renamed, so a crash never leaves a truncated blob.
+A write that fails for the machine's reason (disk full, read-only, permissions) raises
+:class:`~lookalike.errors.StorageUnavailable`: the batch is retried, never dead-lettered.
 Blobs are never deleted (several images may share one; a removed image's bytes stay until
 someone cleans the folder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
 
+from ..errors import StorageUnavailable
+
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, what: str = "image bytes", setting: str | None = "LOOKALIKE_BLOB_DIR"
+    ) -> None:
         self.root = root
+        self.what = what  # for the error a full disk raises: what could not be kept
+        self.setting = setting  # the setting that moves the folder
 
     def path(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -29,11 +38,19 @@ class BlobStore:
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         path = self.path(digest)
-        if not path.exists():
+        if path.exists():
+            return digest
+        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # a half-written file only takes the space back
+            if StorageUnavailable.is_storage_error(exc):
+                raise StorageUnavailable(self.what, self.root, exc, self.setting) from exc
+            raise
         return digest
 
     def get(self, sha256: str) -> bytes | None:

@@ -70,6 +70,8 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int | None = None
         ) from None
     except Image.DecompressionBombError as exc:
         raise DecodeError(_bomb_reason(str(exc), max_pixels)) from None
+    except MemoryError:
+        raise  # the machine's trouble, not the image's: the batch is retried
     except Exception as exc:  # plugins raise assorted errors on malformed headers
         raise DecodeError(f"corrupt or truncated image: {_describe(exc)}") from None
 
@@ -88,6 +90,8 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int | None = None
             img.load()  # first frame only, for animated GIF / WebP / APNG
         except Image.DecompressionBombError as exc:
             raise DecodeError(_bomb_reason(str(exc), max_pixels)) from None
+        except MemoryError:
+            raise
         except Exception as exc:  # OSError (truncated), SyntaxError, ValueError, struct.error...
             raise DecodeError(f"corrupt or truncated image: {_describe(exc)}") from None
 

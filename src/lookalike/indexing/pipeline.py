@@ -10,8 +10,8 @@ blocking stages, each run in its own executor by the agent (never on the event l
   clock rule (:mod:`.clock`): upserts, payload updates, deletes with tombstones, and judges each
   upload's declared category on the way.
 
-Bad inputs come back as dead letters; infrastructure failures (Qdrant down) raise, so the caller
-retries and the offsets stay uncommitted.
+Bad inputs come back as dead letters; infrastructure failures (Qdrant down, a full disk, memory)
+raise, so the caller retries and the offsets stay uncommitted.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ..encoders import Encoder
-from ..errors import ImageRejected
+from ..errors import ImageRejected, RejectedInput, ServiceUnavailable, StorageUnavailable
 from ..events import (
     CategoryAlert,
     ConsumedMessage,
     DeadLetter,
+    EventLimits,
     ImageUploaded,
     InlineSource,
     parse_image_event,
@@ -46,9 +47,11 @@ log = logging.getLogger(__name__)
 
 #: Errors that say the machine is short of memory, not that an image is bad.
 _RESOURCE_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.cuda.OutOfMemoryError)
+#: Never an image's fault: raised so the batch is retried (offsets held), never dead-lettered.
+_INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (*_RESOURCE_ERRORS, ServiceUnavailable)
 
 
-def _letter(message: ConsumedMessage, error: ImageRejected, event: Event | None) -> DeadLetter:
+def _letter(message: ConsumedMessage, error: RejectedInput, event: Event | None) -> DeadLetter:
     return DeadLetter.for_message(
         message,
         error,
@@ -70,6 +73,7 @@ class IndexingPipeline:
         validator: CategoryValidator | None = None,
         clocks: ClockStore | None = None,
         blobs: BlobStore | None = None,
+        limits: EventLimits | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index
@@ -84,6 +88,8 @@ class IndexingPipeline:
         self.validator = validator
         self.clocks = clocks or ClockStore(index)
         self.blobs = blobs
+        #: Size limits on the uploads topic's messages (None: only the wire schema).
+        self.limits = limits
         #: Fetch and decode threads (the rollout backfill shares them: the same cores either way).
         self.decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
 
@@ -106,18 +112,27 @@ class IndexingPipeline:
     def _prepare(
         self, message: ConsumedMessage, targets: Mapping[str, Encoder]
     ) -> PreparedUpload | ParsedChange | DeadLetter | None:
-        event: Event | None = None
+        """One message. Bad input comes back as a dead letter; the machine's or a service's
+        trouble (the index, a full disk, memory) raises, so the batch is retried with its
+        offsets held: a valid image is never dead-lettered for a reason of ours."""
         try:
-            event = parse_image_event(message.value)
-            if not isinstance(event, ImageUploaded):
-                return ParsedChange(message, event)
-            if not is_current(clock_of(event), self.clocks.get(event.image_id)):
-                return None  # already superseded: don't fetch or embed it (write re-checks)
+            event = parse_image_event(message.value, self.limits)
+        except RejectedInput as exc:
+            return _letter(message, exc, None)
+        if not isinstance(event, ImageUploaded):
+            return ParsedChange(message, event)
+        if not is_current(clock_of(event), self.clocks.get(event.image_id)):
+            return None  # already superseded: don't fetch or embed it (write re-checks)
+        try:
             data = self.fetcher.fetch(event.image)
-            return self._decode(message, event, data, targets)
-        except ImageRejected as exc:
+            prepared = self._decode(message, event, data, targets)
+        except RejectedInput as exc:
             return _letter(message, exc, event)
+        except _INFRASTRUCTURE_ERRORS:
+            raise
         except Exception as exc:  # a bug or an image that breaks a library: never stop the worker
+            if StorageUnavailable.is_storage_error(exc):
+                raise  # a full disk or a missing permission says nothing about the image
             log.exception(
                 "unexpected error preparing %s:%s@%s",
                 message.topic,
@@ -126,6 +141,11 @@ class IndexingPipeline:
             )
             rejected = ImageRejected(f"unexpected {type(exc).__name__}: {exc}", stage="decode")
             return _letter(message, rejected, event)
+        if self.blobs is not None and isinstance(event.image, InlineSource):
+            # The index keeps only the digest; a backfill needs the bytes. A full disk raises
+            # StorageUnavailable here, outside the input-error handling above: retried.
+            self.blobs.put(data)
+        return prepared
 
     def _decode(
         self,
@@ -134,7 +154,7 @@ class IndexingPipeline:
         data: bytes,
         targets: Mapping[str, Encoder],
     ) -> PreparedUpload:
-        """Decode once, preprocess once per distinct preprocessing; keep inline bytes."""
+        """Decode once, preprocess once per distinct preprocessing."""
         encoders = list(targets.values())
         image = decode_image(
             data,
@@ -147,8 +167,6 @@ class IndexingPipeline:
             key = encoder.preprocessing.digest()
             if key not in tensors:
                 tensors[key] = encoder.preprocess(image)
-        if self.blobs is not None and isinstance(event.image, InlineSource):
-            self.blobs.put(data)  # the index keeps only its digest; a backfill needs the bytes
         return PreparedUpload(
             message, event, tensors, width, height, hashlib.sha256(data).hexdigest()
         )

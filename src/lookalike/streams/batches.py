@@ -20,6 +20,7 @@ from faust.types import EventT
 
 from ..consumers import AlertWriter, DeadLetterWriter
 from ..executors import WorkerExecutors, retry_with_backoff, run_in
+from ..health import Health
 from ..indexing import BatchResult, IndexingPipeline
 from .app import consumed
 from .counters import Counters
@@ -38,12 +39,17 @@ class InFlightBatches:
         dead_letters: DeadLetterWriter,
         depth: int = 2,
         alerts: AlertWriter | None = None,
+        health: Health | None = None,
+        max_delay: float = 30.0,
     ) -> None:
         self.pipeline = pipeline
         self.executors = executors
         self.counters = counters
         self.dead_letters = dead_letters
         self.alerts = alerts
+        #: Where a failing stage reports itself (GET /ready), and the longest retry pause.
+        self.health = health
+        self.max_delay = max_delay
         self._slots = asyncio.Semaphore(depth)
         self._last_written: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -82,21 +88,21 @@ class InFlightBatches:
             # Bad input never raises (it becomes dead letters); what raises is the machine's or
             # a service's trouble (memory, Qdrant, the broker): retry, keeping offsets.
             result = await self._retrying(
-                "preparing", lambda: run_in(executors.prepare, pipeline.prepare, messages)
+                "preparing", "index", lambda: run_in(executors.prepare, pipeline.prepare, messages)
             )
             result = await self._retrying(
-                "embedding", lambda: run_in(executors.model, pipeline.embed, result)
+                "embedding", "encoder", lambda: run_in(executors.model, pipeline.embed, result)
             )
             if previous is not None:
                 await asyncio.shield(previous)  # write in arrival order
             result = await self._retrying(
-                "writing", lambda: run_in(executors.write, pipeline.write, result)
+                "writing", "index", lambda: run_in(executors.write, pipeline.write, result)
             )
             new_letters = await self._retrying(
-                "dead-lettering", lambda: self._write_dead_letters(result)
+                "dead-lettering", "broker", lambda: self._write_dead_letters(result)
             )
             if result.alerts and self.alerts is not None:
-                await self._retrying("alerting", lambda: self._write_alerts(result))
+                await self._retrying("alerting", "broker", lambda: self._write_alerts(result))
         finally:
             if not written.done():
                 written.set_result(None)
@@ -133,9 +139,16 @@ class InFlightBatches:
                     alert.confidence,
                 )
 
-    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(self, what: str, part: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``part``: what is failing unless the error says (a full disk says "storage")."""
         return await retry_with_backoff(
-            f"{what} a batch", attempt, log, kept="offsets not committed"
+            f"{what} a batch",
+            attempt,
+            log,
+            kept="its offsets are not committed, nothing is lost",
+            max_delay=self.max_delay,
+            health=self.health,
+            part=part,
         )
 
     def _record(self, n: int, result: BatchResult, new_letters: int, elapsed: float) -> None:
