@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -30,6 +32,9 @@ from pydantic import (
 
 from .errors import InvalidEvent, RejectedInput
 from .utc import utcnow
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 SCHEMA_VERSION = 1
 
@@ -193,8 +198,17 @@ class DeadLetter(_Model):
     source_offset: int
     event_id: str | None = None
     image_id: str | None = None
-    payload: str = Field(description="The original message value: UTF-8 text, else base64.")
+    payload: str = Field(
+        description="The original message value: UTF-8 text, else base64; cut to "
+        "LOOKALIKE_DEAD_LETTER_PAYLOAD_BYTES when payload_truncated."
+    )
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    payload_size: int | None = Field(default=None, description="Bytes of the original value.")
+    payload_sha256: str | None = Field(default=None, description="SHA-256 of the original value.")
+    payload_truncated: bool = False
+    payload_file: str | None = Field(
+        default=None, description="Where the whole value of a cut payload is kept on disk."
+    )
     failed_at: datetime = Field(default_factory=utcnow)
 
     @classmethod
@@ -210,7 +224,7 @@ class DeadLetter(_Model):
         is built. It carries the original value, the stage and the reason."""
         payload, encoding = cls.encode_payload(message.value)
         return cls(
-            reason=error.reason,
+            reason=_cut_text(error.reason, MAX_REASON_CHARS),
             stage=error.stage,
             error_type=type(error).__name__,
             source_topic=message.topic,
@@ -220,6 +234,8 @@ class DeadLetter(_Model):
             image_id=image_id,
             payload=payload,
             payload_encoding=encoding,
+            payload_size=len(message.value),
+            payload_sha256=hashlib.sha256(message.value).hexdigest(),
         )
 
     @staticmethod
@@ -228,6 +244,30 @@ class DeadLetter(_Model):
             return raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             return base64.b64encode(raw).decode("ascii"), "base64"
+
+    def payload_bytes(self) -> bytes:
+        """The value this letter carries (the original, unless payload_truncated)."""
+        if self.payload_encoding == "base64":
+            return base64.b64decode(self.payload)
+        return self.payload.encode("utf-8")
+
+    def fitted(self, max_payload_bytes: int, max_record_bytes: int) -> DeadLetter:
+        """This letter with its payload cut to at most ``max_payload_bytes`` of the original
+        value, and further until the whole record is at most ``max_record_bytes`` of JSON (JSON
+        escapes can grow text up to 6x): a dead letter must always fit the topic, or its
+        partition could never move past the message. Size and SHA-256 of the original stay."""
+        raw = self.payload_bytes()
+        letter, limit = self, max_payload_bytes
+        while True:
+            if len(raw) > limit:
+                if self.payload_encoding == "utf-8":  # never end inside a multi-byte character
+                    payload = raw[:limit].decode("utf-8", errors="ignore")
+                else:
+                    payload = base64.b64encode(raw[:limit]).decode("ascii")
+                letter = self.model_copy(update={"payload": payload, "payload_truncated": True})
+            if limit == 0 or len(letter.model_dump_json().encode()) <= max_record_bytes:
+                return letter
+            limit = min(limit, len(raw)) // 2
 
 
 def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
@@ -239,17 +279,99 @@ def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     )
 
 
+#: A dead letter's reason is cut to this many characters (reasons may quote what they reject).
+MAX_REASON_CHARS = 2_000
+
+
+def _cut_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """Size limits on what enters the uploads topic: enforced where events come in (the
+    worker dead-letters a message over them, the publisher refuses to send it)."""
+
+    max_message_bytes: int = 1_048_576
+    max_attributes_bytes: int = 16_384
+    max_attributes_keys: int = 100
+    max_attributes_depth: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventLimits:
+        return cls(
+            max_message_bytes=settings.max_message_bytes,
+            max_attributes_bytes=settings.max_attributes_bytes,
+            max_attributes_keys=settings.max_attributes_keys,
+            max_attributes_depth=settings.max_attributes_depth,
+        )
+
+    def check_message(self, raw: bytes | str) -> None:
+        size = len(raw.encode("utf-8") if isinstance(raw, str) else raw)
+        if size > self.max_message_bytes:
+            raise InvalidEvent(
+                f"message is {size} bytes, over the limit of {self.max_message_bytes} "
+                "(LOOKALIKE_MAX_MESSAGE_BYTES): send large images as a URL or a file reference",
+                stage="validate",
+            )
+
+    def check_event(self, event: ImageUploaded | ImageAttributesChanged | ImageRemoved) -> None:
+        attributes = getattr(event, "attributes", None)
+        if attributes is not None:
+            self.check_attributes(attributes)
+
+    def check_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Raise :class:`InvalidEvent` when the map is too big, too wide or too deep."""
+        try:
+            size = len(json.dumps(attributes, separators=(",", ":"), allow_nan=False).encode())
+        except ValueError:
+            raise InvalidEvent("attributes hold NaN or Infinity (not JSON)") from None
+        if size > self.max_attributes_bytes:
+            raise InvalidEvent(
+                f"attributes are {size} bytes of JSON, over the limit of "
+                f"{self.max_attributes_bytes} (LOOKALIKE_MAX_ATTRIBUTES_BYTES)"
+            )
+        keys, depth = _shape(attributes)
+        if keys > self.max_attributes_keys:
+            raise InvalidEvent(
+                f"attributes have {keys} keys, over the limit of {self.max_attributes_keys} "
+                "(LOOKALIKE_MAX_ATTRIBUTES_KEYS)"
+            )
+        if depth > self.max_attributes_depth:
+            raise InvalidEvent(
+                f"attributes nest {depth} levels deep, over the limit of "
+                f"{self.max_attributes_depth} (LOOKALIKE_MAX_ATTRIBUTES_DEPTH)"
+            )
+
+
+def _shape(value: Any) -> tuple[int, int]:
+    """(keys of every map inside, nesting depth) of a JSON value; a flat map is depth 1."""
+    if isinstance(value, Mapping):
+        inner = [_shape(v) for v in value.values()]
+        return len(value) + sum(k for k, _ in inner), 1 + max((d for _, d in inner), default=0)
+    if isinstance(value, list | tuple):
+        inner = [_shape(v) for v in value]
+        return sum(k for k, _ in inner), 1 + max((d for _, d in inner), default=0)
+    return 0, 0
+
+
 def parse_image_event(
-    raw: bytes | str,
+    raw: bytes | str, limits: EventLimits | None = None
 ) -> ImageUploaded | ImageAttributesChanged | ImageRemoved:
     """Parse one message value from the uploads topic (any of its event types), or raise
-    :class:`InvalidEvent`."""
+    :class:`InvalidEvent`. With ``limits``, an oversized message or attribute map is rejected
+    too (the size before parsing, so a huge message is not parsed at all)."""
+    if limits is not None:
+        limits.check_message(raw)
     try:
-        return _IMAGE_EVENT.validate_json(raw)
+        event = _IMAGE_EVENT.validate_json(raw)
     except ValidationError as exc:
         raise invalid_event(
             exc, "any of image_uploaded, image_attributes_changed, image_removed"
         ) from None
+    if limits is not None:
+        limits.check_event(event)
+    return event
 
 
 def invalid_event(exc: ValidationError, expected: str) -> InvalidEvent:

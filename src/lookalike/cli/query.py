@@ -62,8 +62,27 @@ def show(image_id: str, port: int | None) -> None:
 @click.command()
 @port_option
 def stats(port: int | None) -> None:
-    """Indexed images per model version, dead letters and worker counters (from the API)."""
+    """Indexed images per model version, dead letters, worker counters and readiness."""
     print_json(call_api(settings_from(api_port=port), "GET", "/stats"))
+
+
+@click.command()
+@port_option
+def status(port: int | None) -> None:
+    """Whether the worker can do its job: broker, index and encoder usable, or why not.
+
+    Exits 0 when ready, 1 when not (or when no worker answers)."""
+    import httpx
+
+    settings = settings_from(api_port=port)
+    try:
+        response = httpx.get(f"{settings.base_api_url}/ready", timeout=15)
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        fail(f"no lookalike worker answers at {settings.base_api_url} ({exc})")
+    print_json(body)
+    if not body.get("ready"):
+        fail(body.get("error", "not ready"))
 
 
 @click.command("dead-letters")
@@ -82,10 +101,15 @@ def dead_letters(limit: int, from_topic: bool, port: int | None, data_dir: Path 
         print_json(call_api(settings, "GET", "/dead-letters", params={"limit": limit}))
         return
     from ..kafka.local_broker import resolve_bootstrap
+    from ..kafka.security import aiokafka_options
     from ..kafka.topic_reader import read_topic
 
     try:
-        records = read_topic(resolve_bootstrap(settings), settings.dead_letters_topic)
+        records = read_topic(
+            resolve_bootstrap(settings),
+            settings.dead_letters_topic,
+            client_options=aiokafka_options(settings),
+        )
     except LookalikeError as exc:
         fail(str(exc))
     print_json([json.loads(r.value) for r in records if r.value])
@@ -163,4 +187,4 @@ def encoders(as_json: bool) -> None:
     )
 
 
-COMMANDS = [search, show, stats, dead_letters, alerts, review, exemplar, encoders]
+COMMANDS = [search, show, stats, status, dead_letters, alerts, review, exemplar, encoders]

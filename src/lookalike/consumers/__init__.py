@@ -2,6 +2,13 @@
 + review store). The index itself is :mod:`lookalike.index`."""
 
 from .alerts import AlertStore, AlertWriter
-from .dead_letters import DeadLetterLedger, DeadLetterWriter, SendFn
+from .dead_letters import DeadLetterLedger, DeadLetterLimits, DeadLetterWriter, SendFn
 
-__all__ = ["AlertStore", "AlertWriter", "DeadLetterLedger", "DeadLetterWriter", "SendFn"]
+__all__ = [
+    "AlertStore",
+    "AlertWriter",
+    "DeadLetterLedger",
+    "DeadLetterLimits",
+    "DeadLetterWriter",
+    "SendFn",
+]

@@ -1,7 +1,9 @@
 """Publishing events: the producer API a marketplace calls (kafka-python).
 
 Upload events are keyed by image id, so every event about one image lands on one partition, in
-order; clicks are keyed by search id, beside their search.
+order; clicks are keyed by search id, beside their search. The publisher is an edge: it refuses
+an event over the size limits (LOOKALIKE_MAX_MESSAGE_BYTES, LOOKALIKE_MAX_ATTRIBUTES_*) with the
+reason, instead of sending what the worker would dead-letter. TLS/SASL come from the settings.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ..errors import BrokerUnavailable
-from ..events import Click, ImageAttributesChanged, ImageRemoved, ImageUploaded
+from ..errors import BrokerUnavailable, InvalidEvent
+from ..events import Click, EventLimits, ImageAttributesChanged, ImageRemoved, ImageUploaded
 from ..settings import Settings
+from .security import kafka_python_options
 
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int, settings: Settings | None = None
+) -> None:
     """Create missing topics (brokers differ on auto-creation, so never rely on it)."""
+    security = kafka_python_options(settings) if settings is not None else {}
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lookalike-admin")
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="lookalike-admin", **security
+        )
     except KafkaError as exc:
         raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap}: {exc}") from None
     try:
@@ -49,11 +57,8 @@ class UploadPublisher:
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
         self.topic = settings.uploads_topic
-        ensure_topics(
-            bootstrap,
-            settings.all_topics,
-            settings.topic_partitions,
-        )
+        self.limits = EventLimits.from_settings(settings)
+        ensure_topics(bootstrap, settings.all_topics, settings.topic_partitions, settings)
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
@@ -62,15 +67,22 @@ class UploadPublisher:
                 linger_ms=20,
                 retries=5,
                 max_in_flight_requests_per_connection=1,  # keep per-image order under retries
+                max_request_size=settings.max_message_bytes,
+                **kafka_python_options(settings),
             )
         except KafkaError as exc:
             raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap}: {exc}") from None
 
     def publish(self, event: ImageUploaded | ImageAttributesChanged | ImageRemoved) -> Any:
-        """Queue one event; returns kafka-python's future (``.get()`` waits for the ack)."""
-        return self._producer.send(
-            self.topic, key=event.image_id.encode("utf-8"), value=event.to_json_bytes()
-        )
+        """Queue one event; returns kafka-python's future (``.get()`` waits for the ack).
+        Raises :class:`~lookalike.errors.InvalidEvent` for an event over the size limits."""
+        value = event.to_json_bytes()
+        try:
+            self.limits.check_message(value)
+            self.limits.check_event(event)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"not sent: image {event.image_id}: {exc.reason}") from None
+        return self._producer.send(self.topic, key=event.image_id.encode("utf-8"), value=value)
 
     def publish_raw(self, key: bytes | None, value: bytes) -> Any:
         """Send bytes as they are (for replaying dead letters, or testing bad input)."""

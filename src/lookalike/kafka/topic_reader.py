@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -21,9 +22,18 @@ class TopicRecord:
 
 
 async def read_topic_async(
-    bootstrap: str, topic: str, idle_seconds: float = 2.0
+    bootstrap: str,
+    topic: str,
+    idle_seconds: float = 2.0,
+    client_options: dict[str, Any] | None = None,
 ) -> list[TopicRecord]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    """``client_options``: TLS/SASL (:func:`lookalike.kafka.security.aiokafka_options`)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_bytes=64 * 1024 * 1024,  # some records are large (dead letters of 1 MiB)
+        **(client_options or {}),
+    )
     await consumer.start()
     try:
         if topic not in await consumer.topics():  # also loads the topic's metadata
@@ -53,5 +63,10 @@ async def read_topic_async(
                 raise
 
 
-def read_topic(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list[TopicRecord]:
-    return asyncio.run(read_topic_async(bootstrap, topic, idle_seconds))
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    idle_seconds: float = 2.0,
+    client_options: dict[str, Any] | None = None,
+) -> list[TopicRecord]:
+    return asyncio.run(read_topic_async(bootstrap, topic, idle_seconds, client_options))
