@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 from faust.types import EventT
+from faust.types.auth import CredentialsT
 
 from ..consumers import SendFn
 from ..events import ConsumedMessage
+from ..kafka import security
 from ..settings import Settings
 
 
@@ -17,10 +21,32 @@ def faust_broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
-def create_app(settings: Settings, bootstrap: str) -> faust.App:
+def broker_credentials(settings: Settings) -> CredentialsT | None:
+    """TLS and SASL for Faust's consumer and producer (LOOKALIKE_KAFKA_SECURITY_PROTOCOL...)."""
+    context = security.ssl_context(settings)
+    login = security.sasl(settings)
+    if login is not None:  # SASL_PLAINTEXT, or SASL_SSL when there is a TLS context
+        return faust.SASLCredentials(
+            username=login.username,
+            password=login.password,
+            mechanism=login.mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(
+    settings: Settings, bootstrap: str, web_options: Mapping[str, Any] | None = None
+) -> faust.App:
+    """``web_options``: aiohttp Application options the API needs (middlewares, body cap)."""
     return faust.App(
         settings.app_id,
         broker=faust_broker_urls(bootstrap),
+        broker_credentials=broker_credentials(settings),
+        # Every record we produce fits the brokers' limit (dead letters are cut to fit).
+        producer_max_request_size=settings.max_message_bytes,
         store="memory://",  # no Faust tables hold durable state (see README: recovery)
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
@@ -41,6 +67,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         web_graph_enabled=False,
         web_stats_enabled=False,
         web_metrics_enabled=False,
+        web_application_options=dict(web_options or {}),
     )
 
 
