@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 from ..errors import (
+    BodyTooLarge,
     ConfigurationError,
     Conflict,
     EncoderUnavailable,
     ImageRejected,
     InvalidRequest,
     LookalikeError,
+    NotAuthenticated,
     NotFound,
     NotReady,
+    PermissionDenied,
+    ServiceUnavailable,
+    UnsupportedBody,
 )
 
 #: Most specific first: the first class an error is an instance of decides its status.
 STATUSES: tuple[tuple[type[LookalikeError], int], ...] = (
+    (BodyTooLarge, 413),
+    (UnsupportedBody, 415),
     (InvalidRequest, 400),
+    (NotAuthenticated, 401),
+    (PermissionDenied, 403),
     (NotFound, 404),
     (Conflict, 409),
     (ImageRejected, 422),  # the image in the request cannot be decoded
     (NotReady, 503),
+    (ServiceUnavailable, 503),  # the broker or a disk: try again later
     (EncoderUnavailable, 400),  # e.g. a rollout to an encoder whose weights are not here
     (ConfigurationError, 400),
 )

@@ -1,47 +1,79 @@
-"""HTTP API on the Faust web server.
+"""HTTP API on the Faust web server (the routes and their roles: :data:`.models.ROUTES`).
 
 POST /search          an image (multipart field "image", or a raw image/* body) or JSON
                       {"image_id": ..., "k": 10, "filter": {"category": ..., "seller_id": ...}}
 GET  /images/{id}     the indexed record of one image
-GET  /stats           indexed images per model version, dead letters, worker counters
-GET  /dead-letters    latest dead letters (?limit=N)
 POST /clicks          a click on a search result (JSON Click) -> the clicks topic
+GET  /stats           indexed images per model version, dead letters, worker counters, readiness
+GET  /dead-letters    latest dead letters (?limit=N)
 POST /vectors         stored vectors by image id (for `lookalike train`)
 GET  /alerts, GET /alerts/{id}, POST /alerts/{id}/review, GET|POST /exemplars
 GET  /versions        the model-version registry
 GET  /rollout/status  rollout progress, coverage, gate, evaluation, agreement (?quick=1)
-POST /rollout/{step}  start {"encoder"}, promote {"force", "eval_dir"}, rollback, abort,
-                      retire {"drop"}
-GET  /health          liveness
+POST /rollout/{start,promote,rollback,abort,retire}
+GET  /health          liveness: the process answers (cheap, no checks)
+GET  /ready           readiness: broker, index, encoder (and disk) usable, or why not (503)
 
-Views are thin: they read the request, run the blocking work on the API executor, and answer
-JSON. Errors are mapped to statuses in one place (:mod:`.errors`).
+Views are thin: they validate the request with the models of :mod:`.models`, run the blocking
+work on the API executor, and answer JSON. Errors become JSON with a status in one place (the
+middleware of :mod:`.middleware`, statuses in :mod:`.errors`).
+
+A search is logged to Kafka before it is answered, but never waits on a broker that is gone for
+longer than LOOKALIKE_SEARCH_LOG_TIMEOUT: past that it is answered with ``"logged": false`` and
+counted (``api.searches_unlogged`` in /stats), because a marketplace's search should not fail
+for its analytics. A click cannot be kept anywhere else: without the broker it is refused (503).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import faust
 from faust.web import Request, Response, View
-from pydantic import ValidationError
 
 from ..consumers import AlertStore, DeadLetterLedger, SendFn
 from ..encoders import Encoder
-from ..errors import Conflict, InvalidRequest, LookalikeError, NotFound
-from ..events import Click, describe_validation_error
-from ..executors import WorkerExecutors, run_in
+from ..errors import (
+    BrokerUnavailable,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+)
+from ..events import Click
+from ..executors import WorkerExecutors, describe_error, run_in
+from ..health import Health
 from ..index import QdrantIndex
 from ..rollout import Rollout, VersionRegistry
 from ..search import SearchService
 from ..settings import Settings
 from ..validation import CategoryValidator
-from .errors import message_for, status_for
-from .requests import json_object, parse_search_request, search_served
+from .models import (
+    AlertsQuery,
+    DeadLettersQuery,
+    ExemplarFields,
+    NoFields,
+    ReviewRequest,
+    RolloutPromote,
+    RolloutRetire,
+    RolloutStart,
+    RolloutStatusQuery,
+    VectorsRequest,
+)
+from .requests import parse_fields, parse_json, parse_search_request, read_body, read_form
+from .requests import search_served as served_event
 
 log = logging.getLogger(__name__)
+
+#: The parts /ready always reports on (others appear when they fail).
+READY_PARTS = ("broker", "index", "encoder")
+#: How long /ready waits for the index to answer.
+READY_CHECK_TIMEOUT = 3.0
 
 
 class WorkerServices(Protocol):
@@ -57,6 +89,7 @@ class WorkerServices(Protocol):
     rollout: Rollout
     encoder: Encoder
     validator: CategoryValidator | None
+    health: Health
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -65,105 +98,183 @@ class WorkerServices(Protocol):
     def add_exemplar(self, data: bytes, category: str, exemplar_id: str | None) -> dict: ...
 
 
-def _error(view: View, error: LookalikeError) -> Response:
-    return view.json({"error": message_for(error)}, status=status_for(error))
+@dataclass
+class ApiCounters:
+    searches_logged: int = 0
+    searches_unlogged: int = 0
+    clicks_accepted: int = 0
+    clicks_refused: int = 0
 
 
-def answering(
-    handler: Callable[..., Awaitable[Response]],
-) -> Callable[..., Awaitable[Response]]:
-    """A view method whose lookalike errors become JSON error answers."""
+OffLoop = Callable[..., Awaitable[Any]]
 
-    async def wrapped(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+
+class BoundedSend:
+    """Hands a record to Kafka but waits at most ``timeout``: a broker that is gone must not
+    hang a request. A send given up on keeps going in the background (it may still land)."""
+
+    def __init__(self, send: SendFn, timeout: float, what: str) -> None:
+        self._send = send
+        self.timeout = timeout
+        self.what = what
+        self._failing = False
+
+    async def __call__(self, key: bytes | None, value: bytes) -> bool:
+        task = asyncio.ensure_future(self._send(key, value))
+        task.add_done_callback(_consume_exception)
         try:
-            return await handler(view, request, *args, **kwargs)
-        except LookalikeError as exc:
-            return _error(view, exc)
+            await asyncio.wait_for(asyncio.shield(task), self.timeout)
+        except (TimeoutError, Exception) as exc:
+            if not self._failing:  # said once per outage, not per request
+                reason = f"no answer within {self.timeout:g}s" if not str(exc) else str(exc)
+                log.warning("cannot hand %s to Kafka (%s)", self.what, reason)
+            self._failing = True
+            return False
+        if self._failing:
+            log.warning("%s reach Kafka again", self.what)
+            self._failing = False
+        return True
 
-    return wrapped
+
+def _consume_exception(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an abandoned send's failure is not "never retrieved"
 
 
 def register_api(
     app: faust.App, worker: WorkerServices, log_search: SendFn, send_click: SendFn
-) -> None:
-    """Add the API's pages to ``app``'s web server."""
+) -> ApiCounters:
+    """Add the API's pages to ``app``'s web server (its middlewares come with the app's
+    ``web_application_options``: :func:`.middleware.web_options`)."""
 
     async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
         return await run_in(worker.executors.api, fn, *args)
 
-    _search_views(app, worker, off_loop, log_search, send_click)
-    _catalogue_views(app, worker, off_loop)
+    counters = ApiCounters()
+    timeout = worker.settings.search_log_timeout
+    _search_views(
+        app,
+        worker,
+        off_loop,
+        counters,
+        BoundedSend(log_search, timeout, "searches"),
+        BoundedSend(send_click, timeout, "clicks"),
+    )
+    _health_views(app, worker, off_loop)
+    _catalogue_views(app, worker, off_loop, counters)
     _alert_views(app, worker, off_loop)
     _rollout_views(app, worker, off_loop)
-
-    # aiohttp caps request bodies at 1 MiB by default; query images may be larger.
-    web_app = getattr(app.web, "web_app", None)
-    if web_app is not None and hasattr(web_app, "_client_max_size"):
-        web_app._client_max_size = worker.settings.max_image_bytes + (1 << 20)
+    return counters
 
 
-OffLoop = Callable[..., Awaitable[Any]]
+async def _json_body(request: Request, settings: Settings, model: type) -> Any:
+    raw = await read_body(request, settings.api_max_json_bytes, "LOOKALIKE_API_MAX_JSON_BYTES")
+    return parse_json(model, raw)
 
 
 def _search_views(
     app: faust.App,
     worker: WorkerServices,
     off_loop: OffLoop,
-    log_search: SendFn,
-    send_click: SendFn,
+    counters: ApiCounters,
+    log_search: BoundedSend,
+    send_click: BoundedSend,
 ) -> None:
+    settings = worker.settings
+
     @app.page("/search")
     class SearchView(View):
-        @answering
         async def post(self, request: Request) -> Response:
-            search_request = await parse_search_request(request)
+            search_request = await parse_search_request(
+                request,
+                max_image_bytes=settings.max_image_bytes,
+                max_json_bytes=settings.api_max_json_bytes,
+            )
             response = await off_loop(worker.search.search, search_request)
-            served = search_served(response)
-            # Logged before answering: a click can only refer to a search we recorded.
-            await log_search(served.search_id.encode(), served.model_dump_json().encode())
+            served = served_event(response)
+            # Logged before answering, so a click can refer to it: bounded (module docstring).
+            logged = await log_search(served.search_id.encode(), served.model_dump_json().encode())
+            if logged:
+                counters.searches_logged += 1
+            else:
+                counters.searches_unlogged += 1
             worker.rollout.recent.record(response)  # for the rollout's agreement report
-            return self.json(response)
+            return self.json(response | {"logged": logged})
 
     @app.page("/clicks")
     class ClicksView(View):
-        @answering
         async def post(self, request: Request) -> Response:
             """A front end reports a click on a search result (JSON Click)."""
-            try:
-                click = Click.model_validate_json(await request.read() or b"{}")
-            except ValidationError as exc:
-                raise InvalidRequest(f"invalid click: {describe_validation_error(exc)}") from None
-            await send_click(click.search_id.encode(), click.model_dump_json().encode())
+            click = await _json_body(request, settings, Click)
+            if not await send_click(click.search_id.encode(), click.model_dump_json().encode()):
+                counters.clicks_refused += 1
+                raise BrokerUnavailable(
+                    f"the click could not be handed to Kafka within {send_click.timeout:g}s "
+                    "(the broker is unreachable): send it again later"
+                )
+            counters.clicks_accepted += 1
             worker.rollout.recent.click(click.search_id, click.image_id)
             return self.json({"accepted": True, "click_id": click.click_id}, status=202)
 
+
+def _health_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) -> None:
     @app.page("/health")
     class HealthView(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok", "encoder": worker.encoder.version})
+            """Liveness: cheap on purpose; /ready says whether the worker can do its job."""
+            return self.json({"status": "ok"})
+
+    @app.page("/ready")
+    class ReadyView(View):
+        async def get(self, request: Request) -> Response:
+            report = await readiness(worker, off_loop)
+            if not report["ready"]:
+                failing = [
+                    f"{p}: {c['reason']}" for p, c in report["checks"].items() if not c["ok"]
+                ]
+                report["error"] = "not ready: " + "; ".join(failing)
+            return self.json(report, status=200 if report["ready"] else 503)
 
 
-def _catalogue_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) -> None:
+async def readiness(worker: WorkerServices, off_loop: OffLoop) -> dict[str, Any]:
+    """What the health record says (broker, failing batches), plus a live look at the index and
+    the serving encoder."""
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(off_loop(worker.search.serving_version), READY_CHECK_TIMEOUT)
+    except NotReady as exc:
+        checks["encoder"] = str(exc)
+    except TimeoutError:
+        checks["index"] = f"the index did not answer within {READY_CHECK_TIMEOUT:g}s"
+    except Exception as exc:
+        checks["index"] = describe_error(exc)
+    report = worker.health.report(READY_PARTS)
+    for part, reason in checks.items():
+        report["checks"][part] = {"ok": False, "reason": reason}
+    report["ready"] = all(check["ok"] for check in report["checks"].values())
+    return report
+
+
+def _catalogue_views(
+    app: faust.App, worker: WorkerServices, off_loop: OffLoop, counters: ApiCounters
+) -> None:
+    settings = worker.settings
+
     @app.page("/images/{image_id}")
     class ImageView(View):
-        @answering
         async def get(self, request: Request, image_id: str) -> Response:
             return self.json(await off_loop(worker.search.get_image, image_id))
 
     @app.page("/vectors")
     class VectorsView(View):
-        @answering
         async def post(self, request: Request) -> Response:
             """Stored vectors by image id, for the training job: {"version", "image_ids"};
             with "payloads": true, the stored records instead."""
-            body = await json_object(request)
-            ids, version = body.get("image_ids"), body.get("version")
-            if not isinstance(ids, list) or not isinstance(version, str) or len(ids) > 1000:
-                raise InvalidRequest('vectors need {"version": "...", "image_ids": [<=1000]}')
+            body: VectorsRequest = await _json_body(request, settings, VectorsRequest)
+            version, ids = body.version, list(body.image_ids)
             if version not in await off_loop(worker.index.versions):
                 raise NotFound("model version", version, f"no index for model version {version!r}")
-            ids = [str(i) for i in ids]
-            if body.get("payloads"):
+            if body.payloads:
                 payloads = await off_loop(worker.index.payloads, version, ids)
                 return self.json({"version": version, "payloads": payloads})
             found = await off_loop(worker.index.vectors, version, ids)
@@ -174,13 +285,16 @@ def _catalogue_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) 
     @app.page("/stats")
     class StatsView(View):
         async def get(self, request: Request) -> Response:
-            return self.json(await off_loop(worker.stats))
+            stats = await off_loop(worker.stats)
+            stats["api"] = asdict(counters)
+            stats["ready"] = await readiness(worker, off_loop)
+            return self.json(stats)
 
     @app.page("/dead-letters")
     class DeadLettersView(View):
         async def get(self, request: Request) -> Response:
-            limit = int(request.query.get("limit", 50))
-            return self.json({"dead_letters": await off_loop(worker.ledger.latest, limit)})
+            query = parse_fields(DeadLettersQuery, request.query)
+            return self.json({"dead_letters": await off_loop(worker.ledger.latest, query.limit)})
 
     @app.page("/versions")
     class VersionsView(View):
@@ -190,6 +304,8 @@ def _catalogue_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) 
 
 
 def _alert_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) -> None:
+    settings = worker.settings
+
     def validator() -> CategoryValidator:
         if worker.validator is None:
             raise Conflict("category validation is off (LOOKALIKE_VALIDATION_ENABLED)")
@@ -198,20 +314,16 @@ def _alert_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) -> N
     @app.page("/alerts")
     class AlertsView(View):
         async def get(self, request: Request) -> Response:
-            q = request.query
+            q = parse_fields(AlertsQuery, request.query)
             alerts = await off_loop(
                 lambda: worker.alerts.list(
-                    seller_id=q.get("seller_id"),
-                    category=q.get("category"),
-                    status=q.get("status"),
-                    limit=int(q.get("limit", 50)),
+                    seller_id=q.seller_id, category=q.category, status=q.status, limit=q.limit
                 )
             )
             return self.json({"alerts": alerts})
 
     @app.page("/alerts/{alert_id}")
     class AlertView(View):
-        @answering
         async def get(self, request: Request, alert_id: str) -> Response:
             alert = await off_loop(worker.alerts.get, alert_id)
             if alert is None:
@@ -220,66 +332,68 @@ def _alert_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) -> N
 
     @app.page("/alerts/{alert_id}/review")
     class ReviewView(View):
-        @answering
         async def post(self, request: Request, alert_id: str) -> Response:
-            body = await json_object(request)
-            decision = body.get("decision")
-            if decision not in ("confirmed", "dismissed"):
-                raise InvalidRequest('review needs {"decision": "confirmed" | "dismissed"}')
-            result = await off_loop(worker.review_alert, alert_id, decision, body.get("note"))
+            body: ReviewRequest = await _json_body(request, settings, ReviewRequest)
+            result = await off_loop(worker.review_alert, alert_id, body.decision, body.note)
             if result is None:
                 raise NotFound("alert", alert_id)
             return self.json(result)
 
     @app.page("/exemplars")
     class ExemplarsView(View):
-        @answering
         async def get(self, request: Request) -> Response:
             return self.json({"exemplars": validator().exemplar_counts()})
 
-        @answering
         async def post(self, request: Request) -> Response:
             validator()
-            form = await request.post()
-            upload = form.get("image")
-            category = form.get("category")
-            if upload is None or not hasattr(upload, "file") or not category:
-                raise InvalidRequest("exemplars need a file field 'image' and a 'category'")
-            result = await off_loop(
-                worker.add_exemplar, upload.file.read(), str(category), form.get("exemplar_id")
-            )
+            texts, files = await read_form(request)
+            fields = parse_fields(ExemplarFields, texts, "form fields")
+            image = files.pop("image", None)
+            if image is None or files:
+                raise InvalidRequest("exemplars need one file field 'image' and a 'category'")
+            result = await off_loop(worker.add_exemplar, image, fields.category, fields.exemplar_id)
             return self.json(result)
 
 
 def _rollout_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) -> None:
-    rollout = worker.rollout
+    rollout, settings = worker.rollout, worker.settings
 
     @app.page("/rollout/status")
     class RolloutStatusView(View):
         async def get(self, request: Request) -> Response:
-            quick = request.query.get("quick") in ("1", "true")
-            return self.json(await off_loop(rollout.status, quick))
+            query = parse_fields(RolloutStatusQuery, request.query)
+            return self.json(await off_loop(rollout.status, query.quick))
 
-    @app.page("/rollout/{step}")
-    class RolloutView(View):
-        @answering
-        async def post(self, request: Request, step: str) -> Response:
-            body = await json_object(request)
-            if step == "start":
-                if not isinstance(body.get("encoder"), str):
-                    raise InvalidRequest('rollout start needs {"encoder": NAME_OR_PT_PATH}')
-                return self.json(await rollout.start(body["encoder"]))
-            if step == "promote":
-                force, eval_dir = bool(body.get("force")), body.get("eval_dir")
-                return self.json(await rollout.promote(force, eval_dir))
-            if step == "rollback":
-                return self.json(await rollout.on_writer(rollout.rollback))
-            if step == "abort":
-                return self.json(await rollout.on_writer(rollout.abort))
-            if step == "retire":
-                return self.json(await rollout.on_writer(rollout.retire, bool(body.get("drop"))))
-            raise NotFound(
-                "rollout step",
-                step,
-                f"no rollout step {step!r} (start, promote, rollback, abort, retire)",
-            )
+    @app.page("/rollout/start")
+    class RolloutStartView(View):
+        async def post(self, request: Request) -> Response:
+            body: RolloutStart = await _json_body(request, settings, RolloutStart)
+            return self.json(await rollout.start(body.encoder))
+
+    @app.page("/rollout/promote")
+    class RolloutPromoteView(View):
+        async def post(self, request: Request) -> Response:
+            body: RolloutPromote = await _json_body(request, settings, RolloutPromote)
+            if body.eval_dir is not None and not Path(body.eval_dir).is_dir():
+                raise InvalidRequest(
+                    f"eval_dir {body.eval_dir!r} is not a folder on the worker's machine"
+                )
+            return self.json(await rollout.promote(body.force, body.eval_dir))
+
+    @app.page("/rollout/rollback")
+    class RolloutRollbackView(View):
+        async def post(self, request: Request) -> Response:
+            await _json_body(request, settings, NoFields)
+            return self.json(await rollout.on_writer(rollout.rollback))
+
+    @app.page("/rollout/abort")
+    class RolloutAbortView(View):
+        async def post(self, request: Request) -> Response:
+            await _json_body(request, settings, NoFields)
+            return self.json(await rollout.on_writer(rollout.abort))
+
+    @app.page("/rollout/retire")
+    class RolloutRetireView(View):
+        async def post(self, request: Request) -> Response:
+            body: RolloutRetire = await _json_body(request, settings, RolloutRetire)
+            return self.json(await rollout.on_writer(rollout.retire, body.drop))

@@ -1,0 +1,171 @@
+"""Every request the HTTP API takes, as pydantic models, and the route table.
+
+JSON bodies are strict (``"k": "10"`` or ``"force": "yes"`` are refused, not guessed at) and
+refuse unknown fields; query strings and multipart form fields are text by nature, so their
+models convert ``"10"`` to 10 but refuse ``"abc"``. :data:`ROUTES` names every route with its
+role (who may call it) and its models: the views validate with them, the auth middleware reads
+the roles, and an OpenAPI document can be generated from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..events import Click
+
+Role = Literal["open", "read", "admin"]
+
+MAX_K = 1000
+MAX_LIST = 1000
+
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+Note = Annotated[str, Field(max_length=2000)]
+#: One value, or a list meaning "any of".
+FilterValue = Text | Annotated[list[Text], Field(min_length=1, max_length=100)]
+
+
+class JsonBody(BaseModel):
+    """A JSON request body: strict types, no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class TextFields(BaseModel):
+    """Query-string or multipart form fields: text converted to the declared types."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchFilter(JsonBody):
+    """Exact matches on the indexed record; a list means any of its values."""
+
+    category: FilterValue | None = None
+    seller_id: FilterValue | None = None
+    listing_id: FilterValue | None = None
+
+
+class SearchById(JsonBody):
+    """``POST /search`` with a JSON body: more like an indexed image."""
+
+    image_id: Text
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    filter: SearchFilter | None = None
+    user_id: Text | None = None
+    session_id: Text | None = None
+
+
+class SearchFields(TextFields):
+    """``POST /search`` with an image: multipart form fields (beside the file field ``image``),
+    or query parameters of a raw ``image/*`` body."""
+
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    category: Text | None = None
+    seller_id: Text | None = None
+    listing_id: Text | None = None
+    user_id: Text | None = None
+    session_id: Text | None = None
+
+
+class VectorsRequest(JsonBody):
+    """``POST /vectors``: stored vectors (or, with ``payloads``, records) of indexed images."""
+
+    version: Text
+    image_ids: list[Text] = Field(max_length=MAX_LIST)
+    payloads: bool = False
+
+
+class DeadLettersQuery(TextFields):
+    limit: int = Field(default=50, ge=1, le=MAX_LIST)
+
+
+class AlertsQuery(TextFields):
+    seller_id: Text | None = None
+    category: Text | None = None
+    status: Literal["open", "confirmed", "dismissed"] | None = None
+    limit: int = Field(default=50, ge=1, le=MAX_LIST)
+
+
+class ReviewRequest(JsonBody):
+    decision: Literal["confirmed", "dismissed"]
+    note: Note | None = None
+
+
+class ExemplarFields(TextFields):
+    """``POST /exemplars``: multipart fields beside the file field ``image``."""
+
+    category: Text
+    exemplar_id: Text | None = None
+
+
+class RolloutStatusQuery(TextFields):
+    quick: bool = False
+
+
+class RolloutStart(JsonBody):
+    encoder: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class RolloutPromote(JsonBody):
+    force: bool = False
+    eval_dir: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+
+
+class RolloutRetire(JsonBody):
+    drop: bool = False
+
+
+class NoFields(JsonBody):
+    """A body that carries nothing (empty, or ``{}``)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    role: Role
+    summary: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    form: type[BaseModel] | None = None
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/health", "open", "liveness: the process answers"),
+    Route("GET", "/ready", "open", "readiness: broker, index and encoder usable, or why not"),
+    Route(
+        "POST",
+        "/search",
+        "read",
+        "what looks like this: an image (multipart or raw body) or an indexed image id",
+        body=SearchById,
+        query=SearchFields,
+        form=SearchFields,
+    ),
+    Route("GET", "/images/{image_id}", "read", "the indexed record of one image"),
+    Route("POST", "/clicks", "read", "a buyer clicked a search result", body=Click),
+    Route("GET", "/stats", "admin", "indexed images, dead letters, worker counters, readiness"),
+    Route("GET", "/dead-letters", "admin", "the latest dead letters", query=DeadLettersQuery),
+    Route("POST", "/vectors", "admin", "stored vectors or records by id", body=VectorsRequest),
+    Route("GET", "/versions", "admin", "the model-version registry"),
+    Route("GET", "/alerts", "admin", "category alerts, latest first", query=AlertsQuery),
+    Route("GET", "/alerts/{alert_id}", "admin", "one category alert"),
+    Route("POST", "/alerts/{alert_id}/review", "admin", "confirm or dismiss", body=ReviewRequest),
+    Route("GET", "/exemplars", "admin", "registered exemplars per category"),
+    Route("POST", "/exemplars", "admin", "register an example image", form=ExemplarFields),
+    Route("GET", "/rollout/status", "admin", "rollout progress", query=RolloutStatusQuery),
+    Route("POST", "/rollout/start", "admin", "start a candidate version", body=RolloutStart),
+    Route("POST", "/rollout/promote", "admin", "serve the candidate", body=RolloutPromote),
+    Route("POST", "/rollout/rollback", "admin", "serve the previous version", body=NoFields),
+    Route("POST", "/rollout/abort", "admin", "drop the candidate", body=NoFields),
+    Route("POST", "/rollout/retire", "admin", "stop writing the previous", body=RolloutRetire),
+)
+
+_BY_KEY = {(route.method, route.path): route for route in ROUTES}
+
+
+def route_for(method: str, path_pattern: str) -> Route | None:
+    """The route of a request (its method and the path pattern it matched); HEAD is GET's."""
+    return _BY_KEY.get(("GET" if method == "HEAD" else method, path_pattern))
