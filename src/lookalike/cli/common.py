@@ -26,9 +26,9 @@ def setup_logging(level: str) -> None:
     )
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 def print_json(obj: Any) -> None:
@@ -100,7 +100,10 @@ def publish_files(
 
 
 def api_client(settings: Settings) -> httpx.Client:
-    return httpx.Client(base_url=settings.base_api_url, timeout=60.0)
+    """A client of the worker's API that sends the CLI's token (LOOKALIKE_API_TOKEN)."""
+    return httpx.Client(
+        base_url=settings.base_api_url, timeout=60.0, headers=settings.client_headers()
+    )
 
 
 def call_api(
@@ -113,7 +116,9 @@ def call_api(
     **kwargs: Any,
 ) -> Any:
     try:
-        with httpx.Client(base_url=settings.base_api_url, timeout=timeout) as client:
+        with httpx.Client(
+            base_url=settings.base_api_url, timeout=timeout, headers=settings.client_headers()
+        ) as client:
             response = client.request(method, path, **kwargs)
     except httpx.TransportError as exc:
         fail(f"cannot reach the lookalike API at {settings.base_api_url} ({exc}); {hint}")
@@ -123,6 +128,11 @@ def call_api(
         fail(
             f"{response.status_code} from {path} without a JSON body ({response.text[:200]!r}); "
             "the worker's log says why"
+        )
+    if response.status_code in (401, 403):
+        fail(
+            f"{response.status_code}: {body.get('error', body)}. Set LOOKALIKE_API_TOKEN to a "
+            "token of the worker's LOOKALIKE_API_ADMIN_TOKENS (or READ_TOKENS)"
         )
     if response.status_code >= 400:
         fail(f"{response.status_code}: {body.get('error', body)}")

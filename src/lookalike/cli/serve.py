@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
 
-from ..errors import LookalikeError
+from ..errors import BrokerUnavailable, LookalikeError
 from .common import (
     data_dir_option,
     fail,
@@ -39,16 +40,19 @@ def up(
 
     Starts (or reuses) the local broker when LOOKALIKE_KAFKA_BOOTSTRAP is unset, opens Qdrant
     (embedded on disk unless LOOKALIKE_QDRANT_URL is set), and runs the indexing worker and the
-    HTTP API on 127.0.0.1:PORT. On exit it stops the local broker it manages.
+    HTTP API on 127.0.0.1:PORT. On exit it stops the local broker it manages (never one another
+    running `up` manages: a second `up` on the same data dir is refused). Exits with status 3
+    when the broker stays unreachable (LOOKALIKE_BROKER_LOST_EXIT).
     """
     from ..kafka.local_broker import start_local_broker, stop_local_broker
 
     settings = settings_from(data_dir=data_dir, api_port=port, encoder=encoder)
     setup_logging(settings.log_level)
+    me = os.getpid()
     try:
         managed_broker = settings.kafka_bootstrap is None
         if managed_broker:
-            broker, _ = start_local_broker(settings)
+            broker, _ = start_local_broker(settings, owner=me)
             bootstrap = broker.bootstrap
         else:
             bootstrap = settings.kafka_bootstrap or ""
@@ -65,7 +69,9 @@ def up(
             run_worker(settings, bootstrap)
         finally:
             if managed_broker:
-                stop_local_broker(settings)
+                stop_local_broker(settings, owner=me)  # only if it is still ours
+    except BrokerUnavailable as exc:
+        fail(str(exc), code=3)
     except LookalikeError as exc:
         fail(str(exc))
 
@@ -74,7 +80,9 @@ def up(
 @data_dir_option
 @port_option
 def worker(data_dir: Path | None, port: int | None) -> None:
-    """Run only the worker + API against an existing broker (never starts or stops one)."""
+    """Run only the worker + API against an existing broker (never starts or stops one).
+
+    Exits with status 3 when the broker stays unreachable (LOOKALIKE_BROKER_LOST_EXIT)."""
     from ..kafka.local_broker import resolve_bootstrap
     from ..streams.worker import run_worker
 
@@ -82,6 +90,8 @@ def worker(data_dir: Path | None, port: int | None) -> None:
     setup_logging(settings.log_level)
     try:
         run_worker(settings, resolve_bootstrap(settings))
+    except BrokerUnavailable as exc:
+        fail(str(exc), code=3)
     except LookalikeError as exc:
         fail(str(exc))
 
@@ -93,9 +103,11 @@ def down(data_dir: Path | None) -> None:
     from ..kafka.local_broker import stop_local_broker
 
     settings = settings_from(data_dir=data_dir)
-    click.echo(
-        "stopped the local broker" if stop_local_broker(settings) else "no local broker runs"
-    )
+    try:
+        stopped = stop_local_broker(settings)
+    except LookalikeError as exc:
+        fail(str(exc))
+    click.echo("stopped the local broker" if stopped else "no local broker runs")
 
 
 @click.command()

@@ -4,10 +4,18 @@
 is killed leaves the broker (and its in-memory topics and committed offsets) running; the next
 `lookalike up` with the same data dir finds it through ``DATA_DIR/broker.json`` and reuses it.
 Real deployments set LOOKALIKE_KAFKA_BOOTSTRAP instead and this module is not used.
+
+Ownership: ``broker.json`` names the `lookalike up` that manages the broker (``owner_pid``). A
+second `up` on the same data dir while that one lives is refused before it touches anything;
+an `up` whose owner died adopts the broker. Each `up` stops only the broker it owns. When the
+recorded broker is gone (crashed, killed, the machine restarted), its topics went with it: the
+new broker starts empty, and that is said loudly, with what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -15,10 +23,11 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, ConfigurationError
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,10 +40,35 @@ class LocalBroker:
     port: int
     binary: str
     log_file: str
+    #: The `lookalike up` process that manages it (None: started by a library caller).
+    owner_pid: int | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class BrokerInUse(ConfigurationError):
+    """Another live `lookalike up` owns the data dir's broker."""
+
+    def __init__(self, broker: LocalBroker, data_dir: Path) -> None:
+        super().__init__(
+            f"another `lookalike up` (pid {broker.owner_pid}) runs with data dir {data_dir} and "
+            f"its broker on {broker.bootstrap}: use that one (`lookalike publish`, `lookalike "
+            "search` talk to it), stop it first, or give this one another --data-dir"
+        )
+        self.broker = broker
+
+
+#: Said when a data dir's broker is found gone: its in-memory topics went with it.
+LOST_BROKER = (
+    "THE LOCAL BROKER OF {data_dir} (pid {pid}, {bootstrap}) IS GONE, and its topics with it: "
+    "Tansu keeps them in memory only. Upload events published to it and not yet indexed were "
+    "LOST, and so were unconsumed searches, clicks and pairs; a new, empty broker starts now. "
+    "Publish those images again (`lookalike publish ...`: image ids are stable, so republishing "
+    "what was indexed only updates it). To avoid this: stop the stack with Ctrl-C only once "
+    "/stats shows everything indexed, or use a durable Kafka (LOOKALIKE_KAFKA_BOOTSTRAP)."
+)
 
 
 def tansu_binary() -> str:
@@ -62,7 +96,8 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _pid_is_tansu(pid: int) -> bool:
+def _pid_runs(pid: int, name: bytes) -> bool:
+    """Whether ``pid`` is alive and its command line mentions ``name``."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -71,26 +106,75 @@ def _pid_is_tansu(pid: int) -> bool:
         except OSError:
             return False
         return True  # no /proc (macOS): trust the pid
-    return b"tansu" in cmdline
+    return name in cmdline
+
+
+def _pid_is_tansu(pid: int) -> bool:
+    return _pid_runs(pid, b"tansu")
+
+
+def _owner_alive(broker: LocalBroker) -> bool:
+    owner = broker.owner_pid
+    return owner is not None and owner != os.getpid() and _pid_runs(owner, b"lookalike")
+
+
+def recorded_broker(broker_file: Path) -> LocalBroker | None:
+    """The broker ``broker_file`` names, alive or not."""
+    try:
+        return LocalBroker(**json.loads(broker_file.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def running_broker(broker_file: Path) -> LocalBroker | None:
     """The broker recorded in ``broker_file`` if it is still alive and listening."""
-    try:
-        broker = LocalBroker(**json.loads(broker_file.read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-    if _pid_is_tansu(broker.pid) and port_open(broker.host, broker.port):
+    broker = recorded_broker(broker_file)
+    if broker is not None and _pid_is_tansu(broker.pid) and port_open(broker.host, broker.port):
         return broker
     return None
 
 
-def start_local_broker(settings: Settings, wait: float = 15.0) -> tuple[LocalBroker, bool]:
-    """Reuse the data dir's running broker, or start one. Returns (broker, started_now)."""
-    existing = running_broker(settings.broker_file)
-    if existing is not None:
-        log.info("reusing local broker pid %d on %s", existing.pid, existing.bootstrap)
-        return existing, False
+@contextlib.contextmanager
+def _data_dir_lock(settings: Settings) -> Iterator[None]:
+    """Two `up`s starting at once on one data dir must not both start a broker."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.data_dir / "broker.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def start_local_broker(
+    settings: Settings, wait: float = 15.0, owner: int | None = None
+) -> tuple[LocalBroker, bool]:
+    """Reuse the data dir's running broker, or start one. Returns (broker, started_now).
+
+    With ``owner`` (the pid of a `lookalike up`): refuse with :class:`BrokerInUse` when another
+    live `up` owns the running broker, else record ``owner`` as its manager (adopting a broker
+    whose `up` died)."""
+    with _data_dir_lock(settings):
+        existing = running_broker(settings.broker_file)
+        if existing is not None:
+            if owner is not None:
+                if _owner_alive(existing):
+                    raise BrokerInUse(existing, settings.data_dir)
+                existing = replace(existing, owner_pid=owner)
+                settings.broker_file.write_text(json.dumps(asdict(existing)))
+            log.info("reusing local broker pid %d on %s", existing.pid, existing.bootstrap)
+            return existing, False
+        gone = recorded_broker(settings.broker_file)
+        if gone is not None:
+            log.error(
+                LOST_BROKER.format(
+                    data_dir=settings.data_dir, pid=gone.pid, bootstrap=gone.bootstrap
+                )
+            )
+        return _start(settings, wait, owner), True
+
+
+def _start(settings: Settings, wait: float, owner: int | None) -> LocalBroker:
     host = "127.0.0.1"
     port = settings.broker_port or free_port(host)
     binary = tansu_binary()
@@ -114,14 +198,23 @@ def start_local_broker(settings: Settings, wait: float = 15.0) -> tuple[LocalBro
                 "Pick another port with LOOKALIKE_BROKER_PORT, or set LOOKALIKE_KAFKA_BOOTSTRAP."
             )
         time.sleep(0.05)
-    broker = LocalBroker(process.pid, host, port, binary, str(log_file))
+    broker = LocalBroker(process.pid, host, port, binary, str(log_file), owner)
     settings.broker_file.write_text(json.dumps(asdict(broker)))
     log.info("started local broker pid %d on %s (memory storage)", broker.pid, broker.bootstrap)
-    return broker, True
+    return broker
 
 
-def stop_local_broker(settings: Settings, timeout: float = 10.0) -> bool:
-    """Stop the data dir's broker, if it runs. True when one was stopped."""
+def stop_local_broker(settings: Settings, timeout: float = 10.0, owner: int | None = None) -> bool:
+    """Stop the data dir's broker, if it runs. True when one was stopped.
+
+    With ``owner``: only if that `lookalike up` owns it (another one's broker is left alone).
+    Without: refuses (:class:`BrokerInUse`) while a live `up` owns it."""
+    recorded = recorded_broker(settings.broker_file)
+    if recorded is not None:
+        if owner is not None and recorded.owner_pid != owner:
+            return False  # not ours: another `up` adopted or started it
+        if owner is None and _owner_alive(recorded):
+            raise BrokerInUse(recorded, settings.data_dir)
     broker = running_broker(settings.broker_file)
     settings.broker_file.unlink(missing_ok=True)
     if broker is None:
@@ -139,7 +232,7 @@ def stop_local_broker(settings: Settings, timeout: float = 10.0) -> bool:
             os.kill(broker.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    log.info("stopped local broker pid %d", broker.pid)
+    log.info("stopped local broker pid %d (its in-memory topics are gone with it)", broker.pid)
     return True
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import faust
 
-from ..consumers import AlertWriter, DeadLetterWriter
+from ..consumers import AlertWriter, DeadLetterLimits, DeadLetterWriter
 from .app import Topics, consumed
 from .batches import InFlightBatches
 from .click_pairs import ClickPairs, PairSink
@@ -15,7 +15,9 @@ from .runtime import Runtime
 
 def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
     settings = runtime.settings
-    dead_letters = DeadLetterWriter(topics.send_dead_letter, runtime.ledger)
+    dead_letters = DeadLetterWriter(
+        topics.send_dead_letter, runtime.ledger, DeadLetterLimits.from_settings(settings)
+    )
     alerts = AlertWriter(topics.send_alert, runtime.alerts)
 
     @app.agent(topics.uploads, name="index-uploads")
@@ -27,6 +29,8 @@ def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
             dead_letters,
             depth=settings.batches_in_flight,
             alerts=alerts,
+            health=runtime.health,
+            max_delay=settings.retry_max_delay,
         )
         try:
             async for events in stream.take_events(

@@ -20,7 +20,9 @@ import torch
 from ..clicks import ClickJoin, PairFileWriter
 from ..consumers import AlertStore, DeadLetterLedger
 from ..encoders import Encoder, configure_threads
+from ..events import EventLimits
 from ..executors import WorkerExecutors
+from ..health import Health
 from ..images import BlobStore, ImageFetcher, payload_bytes
 from ..index import open_index
 from ..indexing import ClockStore, IndexingPipeline
@@ -41,6 +43,9 @@ class Runtime:
         encoder_loader: Callable[[str], Encoder] | None = None,
     ) -> None:
         self.settings = settings
+        #: What is failing now, and why (GET /ready): reported by the broker monitor and by
+        #: batches retrying an infrastructure error.
+        self.health = Health()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         configure_threads(settings.torch_threads, reserve=1)
         self.index = open_index(settings)
@@ -73,6 +78,7 @@ class Runtime:
             validator=self.validator,
             clocks=self.clocks,
             blobs=self.blobs,
+            limits=EventLimits.from_settings(settings),
         )
         self.retarget()
         self.search = SearchService(

@@ -37,7 +37,9 @@ MODEL_FILE = "model.pt"
 
 def _vector_source(settings: Settings, stack: ExitStack) -> VectorSource:
     """The running worker's API if one answers (it holds embedded Qdrant), else the index."""
-    client = stack.enter_context(httpx.Client(base_url=settings.base_api_url, timeout=120))
+    client = stack.enter_context(
+        httpx.Client(base_url=settings.base_api_url, timeout=120, headers=settings.client_headers())
+    )
     try:
         client.get("/health").raise_for_status()
         log.info("reading stored vectors through the worker at %s", settings.base_api_url)
