@@ -17,7 +17,12 @@ from .models import SearchById, SearchFields
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 CHUNK = 64 * 1024
+NEEDS_AN_IMAGE = (
+    "a search needs an image (multipart field 'image', or an image/* body) or a JSON body "
+    '{"image_id": "...", "k": 10, "filter": {...}}'
+)
 IMAGE_TYPES = ("image/", "application/octet-stream")
+FORM_TYPES = ("multipart/", "application/x-www-form-urlencoded")
 
 
 def _invalid(what: str, exc: ValidationError) -> InvalidRequest:
@@ -99,13 +104,13 @@ async def parse_search_request(
     """A SearchRequest from a multipart upload (file field ``image``), a raw image body
     (``image/*``, parameters in the query string) or a JSON body ``{"image_id": ...}``."""
     content_type = request.content_type or ""
-    if content_type.startswith("multipart/"):
+    if content_type.startswith(FORM_TYPES):
         texts, files = await read_form(request)
         image = files.pop("image", None)
         if image is None:
             image = files.pop("file", None)  # the field name older clients used
         if image is None or files:
-            raise InvalidRequest("multipart search needs one file field named 'image'")
+            raise InvalidRequest("a form search needs one multipart file field named 'image'")
         fields = parse_fields(SearchFields, texts, "form fields")
         return SearchRequest(
             k=fields.k,
@@ -117,6 +122,8 @@ async def parse_search_request(
     if content_type.startswith(IMAGE_TYPES):
         fields = parse_fields(SearchFields, request.query)
         body = await read_body(request, max_image_bytes, "LOOKALIKE_MAX_IMAGE_BYTES")
+        if not body:  # also what a POST without any body looks like to aiohttp
+            raise InvalidRequest(NEEDS_AN_IMAGE)
         return SearchRequest(
             k=fields.k,
             conditions=_filters(fields),
@@ -126,10 +133,7 @@ async def parse_search_request(
         )
     raw = await read_body(request, max_json_bytes, "LOOKALIKE_API_MAX_JSON_BYTES")
     if not raw.strip():
-        raise InvalidRequest(
-            "a search needs an image (multipart field 'image', or an image/* body) or a JSON "
-            'body {"image_id": "...", "k": 10, "filter": {...}}'
-        )
+        raise InvalidRequest(NEEDS_AN_IMAGE)
     by_id = parse_json(SearchById, raw, "JSON search")
     return SearchRequest(
         k=by_id.k,

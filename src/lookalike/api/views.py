@@ -167,9 +167,11 @@ def register_api(
     return counters
 
 
-async def _json_body(request: Request, settings: Settings, model: type) -> Any:
+async def _json_body(
+    request: Request, settings: Settings, model: type, what: str = "request body"
+) -> Any:
     raw = await read_body(request, settings.api_max_json_bytes, "LOOKALIKE_API_MAX_JSON_BYTES")
-    return parse_json(model, raw)
+    return parse_json(model, raw, what)
 
 
 def _search_views(
@@ -205,7 +207,7 @@ def _search_views(
     class ClicksView(View):
         async def post(self, request: Request) -> Response:
             """A front end reports a click on a search result (JSON Click)."""
-            click = await _json_body(request, settings, Click)
+            click = await _json_body(request, settings, Click, "click")
             if not await send_click(click.search_id.encode(), click.model_dump_json().encode()):
                 counters.clicks_refused += 1
                 raise BrokerUnavailable(
