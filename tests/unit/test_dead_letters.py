@@ -194,3 +194,93 @@ async def test_writer_key(
     dl = letter(1).model_copy(update={"image_id": image_id, "event_id": event_id})
     await DeadLetterWriter(send, ledger).write(dl)
     assert send.calls[0][0] == expected
+
+
+# --- a dead letter always fits the topic ------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def _huge_letter(value: bytes, offset: int = 1) -> DeadLetter:
+    from lookalike.errors import InvalidEvent
+    from lookalike.events import ConsumedMessage
+
+    return DeadLetter.for_message(
+        ConsumedMessage("up", 0, offset, value), InvalidEvent("message is too large")
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"image": "' + b"A" * (5 * MIB) + b'"}',  # a 5 MB inline upload
+        bytes(range(256)) * 20_000,  # binary: carried as base64
+        b"\x01" * (2 * MIB),  # control characters: JSON escapes grow them 6x
+        "é".encode() * MIB,  # two-byte characters: never cut in the middle of one
+    ],
+    ids=["inline-5MB", "binary", "control-chars", "multibyte"],
+)
+def test_fitted_letter_is_cut_but_keeps_size_and_digest(value: bytes) -> None:
+    import hashlib
+
+    full = _huge_letter(value)
+    fitted = full.fitted(65_536, MIB - 1024)
+    assert len(fitted.model_dump_json().encode()) <= MIB - 1024
+    assert fitted.payload_truncated
+    assert fitted.payload_size == len(value)
+    assert fitted.payload_sha256 == hashlib.sha256(value).hexdigest()
+    kept = fitted.payload_bytes()
+    assert 0 < len(kept) <= 65_536 and value.startswith(kept)
+    assert fitted.payload_encoding == full.payload_encoding
+
+
+def test_small_letter_is_not_touched() -> None:
+    small = _huge_letter(b'{"image_id": "x"}')
+    assert small.fitted(65_536, MIB) == small and not small.payload_truncated
+
+
+async def test_writer_cuts_and_keeps_the_whole_value_on_disk(
+    ledger: DeadLetterLedger, tmp_path: Path
+) -> None:
+    from lookalike.consumers.dead_letters import DeadLetterLimits
+    from lookalike.images import BlobStore
+
+    value = b'{"image": "' + b"B" * (3 * MIB) + b'"}'
+    send = FakeSend()
+    limits = DeadLetterLimits(1000, MIB, BlobStore(tmp_path / "payloads", "payloads", None))
+    assert await DeadLetterWriter(send, ledger, limits).write(_huge_letter(value))
+    sent = DeadLetter.model_validate_json(send.calls[0][1])
+    assert len(send.calls[0][1]) < 2000 + 1000
+    assert sent.payload_truncated and len(sent.payload) == 1000
+    assert sent.payload_file is not None and Path(sent.payload_file).read_bytes() == value
+    assert ledger.latest()[0]["payload_size"] == len(value)
+
+
+class RefusesLarge(FakeSend):
+    """A broker whose max.message.bytes is below ours: it refuses anything over ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    async def __call__(self, key: bytes | None, value: bytes) -> None:
+        if len(value) > self.limit:
+            raise type("MessageSizeTooLargeError", (Exception,), {})("too large")
+        await super().__call__(key, value)
+
+
+async def test_writer_resends_without_payload_when_the_broker_refuses_the_size(
+    ledger: DeadLetterLedger,
+) -> None:
+    send = RefusesLarge(limit=2_000)
+    letter_ = _huge_letter(b"C" * 100_000)
+    assert await DeadLetterWriter(send, ledger).write(letter_)  # 64 KiB cut: still refused
+    sent = DeadLetter.model_validate_json(send.calls[0][1])
+    assert sent.payload == "" and sent.payload_truncated and sent.payload_size == 100_000
+    assert ledger.count() == 1  # the partition moves on
+
+
+async def test_writer_raises_other_send_errors_for_a_retry(ledger: DeadLetterLedger) -> None:
+    send = FakeSend(failures=1)
+    with pytest.raises(ConnectionError):
+        await DeadLetterWriter(send, ledger).write(_huge_letter(b"D" * 100_000))

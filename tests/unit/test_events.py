@@ -245,3 +245,79 @@ def test_dead_letter_json_round_trip() -> None:
     assert wire["type"] == "dead_letter" and wire["schema_version"] == 1
     assert wire["payload_encoding"] == "base64"
     assert DeadLetter.model_validate_json(letter.model_dump_json()) == letter
+
+
+# --- size limits at the edge ------------------------------------------------------------------
+
+
+def _event_json(**changes: Any) -> bytes:
+    from lookalike.events import ImageUploaded, InlineSource
+
+    event = ImageUploaded(
+        image_id="img-1",
+        listing_id="l-1",
+        seller_id="s-1",
+        category="shoes",
+        image=InlineSource(data=b"abc"),
+    )
+    return json.dumps({**json.loads(event.to_json_bytes()), **changes}).encode()
+
+
+LIMITS = dict(
+    max_message_bytes=50_000,
+    max_attributes_bytes=1_000,
+    max_attributes_keys=5,
+    max_attributes_depth=2,
+)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "words"),
+    [
+        ({"blob": "x" * 2_000}, "LOOKALIKE_MAX_ATTRIBUTES_BYTES"),
+        ({f"k{i}": i for i in range(6)}, "LOOKALIKE_MAX_ATTRIBUTES_KEYS"),
+        ({"a": {"b": {"c": 1}}}, "LOOKALIKE_MAX_ATTRIBUTES_DEPTH"),
+        ({"a": [[1]]}, "LOOKALIKE_MAX_ATTRIBUTES_DEPTH"),
+        ({"a": {"b": 1, "c": 2, "d": 3}, "e": 1, "f": 2}, "LOOKALIKE_MAX_ATTRIBUTES_KEYS"),
+    ],
+)
+def test_attribute_maps_over_the_limits_are_rejected(attributes: dict, words: str) -> None:
+    from lookalike.events import EventLimits, parse_image_event
+
+    limits = EventLimits(**LIMITS)
+    with pytest.raises(InvalidEvent) as info:
+        parse_image_event(_event_json(attributes=attributes), limits)
+    assert words in info.value.reason and info.value.stage == "validate"
+    change = json.dumps(
+        {"type": "image_attributes_changed", "image_id": "img-1", "attributes": attributes}
+    )
+    with pytest.raises(InvalidEvent, match=words):
+        parse_image_event(change, limits)
+    parse_image_event(_event_json(attributes=attributes))  # no limits given: schema only
+
+
+def test_attributes_within_the_limits_pass() -> None:
+    from lookalike.events import EventLimits, parse_image_event
+
+    ok = {"brand": "x" * 500, "size": {"eu": 42}, "tags": ["a", "b"]}
+    event = parse_image_event(_event_json(attributes=ok), EventLimits(**LIMITS))
+    assert event.attributes == ok
+
+
+def test_oversized_message_is_rejected_before_parsing() -> None:
+    from lookalike.events import EventLimits, parse_image_event
+
+    raw = b"{" + b" " * 60_000 + b"not even json"
+    with pytest.raises(InvalidEvent) as info:
+        parse_image_event(raw, EventLimits(**LIMITS))
+    assert "60014 bytes" in info.value.reason and "LOOKALIKE_MAX_MESSAGE_BYTES" in info.value.reason
+
+
+def test_limits_come_from_settings(tmp_path: Any) -> None:
+    from lookalike.events import EventLimits
+    from lookalike.settings import Settings
+
+    limits = EventLimits.from_settings(
+        Settings(data_dir=tmp_path, max_message_bytes=20_000, max_attributes_keys=7)
+    )
+    assert (limits.max_message_bytes, limits.max_attributes_keys) == (20_000, 7)

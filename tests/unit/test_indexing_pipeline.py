@@ -388,3 +388,75 @@ def test_tiny_encoder_vectors(encoder: TinyEncoder) -> None:
     assert not np.allclose(vectors[0], vectors[1])
     assert encoder.version.startswith("tiny-test-w")
     assert json.dumps(encoder.describe())  # JSON-serialisable
+
+
+# --- infrastructure errors are never dead-lettered --------------------------------------------
+
+
+class FullDisk:
+    """While ``full``, writing a file raises ENOSPC, as a full disk does (the integration test
+    fills a real tmpfs instead)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import errno
+
+        self.full = True
+        real_write = Path.write_bytes
+
+        def write_bytes(path: Path, data: bytes) -> int:
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return real_write(path, data)
+
+        monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+def test_full_disk_is_retried_not_dead_lettered(
+    encoder: TinyEncoder,
+    index: QdrantIndex,
+    fetcher: ImageFetcher,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lookalike.errors import StorageUnavailable
+    from lookalike.images import BlobStore
+
+    blobs = BlobStore(tmp_path / "blobs")
+    p = make_pipeline(encoder, index, fetcher, blobs=blobs)
+    disk = FullDisk(monkeypatch)
+    batch = messages([inline("a", GOOD_A), b"{broken", inline("b", GOOD_B)])
+    try:
+        with pytest.raises(StorageUnavailable) as info:
+            p.prepare(batch)  # the whole batch: its offsets stay uncommitted
+        message = str(info.value)
+        assert "the disk is full" in message and "LOOKALIKE_BLOB_DIR" in message
+        assert str(tmp_path / "blobs") in message
+        assert info.value.component == "storage"
+        assert index.count(encoder.version) == 0
+        assert not list((tmp_path / "blobs").rglob("*.tmp"))  # no half-written files left
+
+        disk.full = False  # the operator freed some space: the retry loses nothing
+        result = p.process(batch)
+    finally:
+        p.close()
+    assert sorted(result.indexed) == ["a", "b"]
+    assert [d.source_offset for d in result.dead_letters] == [101]  # only the bad input
+    assert blobs.get(hashlib.sha256(GOOD_A).hexdigest()) == GOOD_A
+
+
+def test_index_failure_while_preparing_is_retried_not_dead_lettered(
+    encoder: TinyEncoder, index: QdrantIndex, fetcher: ImageFetcher
+) -> None:
+    """Prepare reads the image's clock from the index: the index failing there is the index's
+    trouble, not the image's (it was dead-lettered as 'decode' before)."""
+
+    class DownClocks:
+        def get(self, image_id: str) -> Any:
+            raise ConnectionError("qdrant is down")
+
+    p = make_pipeline(encoder, index, fetcher, clocks=DownClocks())
+    try:
+        with pytest.raises(ConnectionError):
+            p.prepare(messages([inline("a", GOOD_A), b"{broken"]))
+    finally:
+        p.close()

@@ -59,7 +59,7 @@ class ExitWatchdog:
     def _expire(self) -> None:
         time.sleep(self.grace)
         log.critical(
-            "the worker did not stop within %.0fs of %s (LOOKALIKE_SHUTDOWN_GRACE): exiting now "
+            "the worker did not stop within %gs of %s (LOOKALIKE_SHUTDOWN_GRACE): exiting now "
             "with status %d; unfinished batches were not committed and are replayed on restart",
             self.grace,
             self.reason,
