@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +121,68 @@ def test_data_dirs_are_independent(settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(BrokerUnavailable):
         resolve_bootstrap(other)
     assert resolve_bootstrap(settings) == broker.bootstrap
+
+
+# --- ownership: each `lookalike up` stops only what it owns ---------------------------------
+
+
+@pytest.fixture
+def other_up() -> Iterator[int]:
+    """A live process that looks like another `lookalike up` (its command line says so)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "lookalike", "up"]
+    )
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+def test_a_second_up_is_refused_and_leaves_the_first_ones_broker(
+    settings: Settings, other_up: int
+) -> None:
+    from lookalike.kafka.local_broker import BrokerInUse
+
+    broker, started = start_local_broker(settings, owner=other_up)
+    assert started and broker.owner_pid == other_up
+    with pytest.raises(BrokerInUse) as info:
+        start_local_broker(settings, owner=os.getpid())
+    assert str(other_up) in str(info.value) and "--data-dir" in str(info.value)
+    # What a refused `up` does on its way out: stop only its own broker, which it has none of.
+    assert stop_local_broker(settings, owner=os.getpid()) is False
+    assert pid_alive(broker.pid) and running_broker(settings.broker_file) == broker
+    with pytest.raises(BrokerInUse):  # `lookalike down` too refuses while its `up` lives
+        stop_local_broker(settings)
+
+
+def test_an_up_whose_owner_died_is_adopted(settings: Settings) -> None:
+    dead_owner = 2**22 + 4321
+    broker, _ = start_local_broker(settings, owner=dead_owner)
+    adopted, started = start_local_broker(settings, owner=os.getpid())
+    assert not started and adopted.pid == broker.pid and adopted.owner_pid == os.getpid()
+    assert stop_local_broker(settings, owner=os.getpid()) is True
+    assert not pid_alive(broker.pid)
+
+
+def test_a_lost_broker_is_said_loudly(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    broker, _ = start_local_broker(settings, owner=os.getpid())
+    os.kill(broker.pid, signal.SIGKILL)  # the broker dies; its record stays
+    for _ in range(100):
+        if not pid_alive(broker.pid):
+            break
+        time.sleep(0.05)
+    fresh, started = start_local_broker(settings, owner=os.getpid())
+    assert started and fresh.pid != broker.pid
+    loud = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(loud) == 1
+    assert "LOST" in loud[0] and str(broker.pid) in loud[0] and "lookalike publish" in loud[0]
+    assert "LOOKALIKE_KAFKA_BOOTSTRAP" in loud[0]
+
+
+def test_a_clean_start_says_nothing_about_loss(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    start_local_broker(settings, owner=os.getpid())
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
