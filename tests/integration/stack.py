@@ -39,8 +39,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 class LookalikeProcess:
     """`lookalike up|worker` as a subprocess, logging to a file."""
 
-    def __init__(self, command: str, data_dir: Path, env: dict[str, str], port: int | None = None):
+    def __init__(
+        self,
+        command: str,
+        data_dir: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        launcher: list[str] | None = None,
+    ):
         self.port = port or free_port()
+        #: How `lookalike` is run (default: this Python's `-m lookalike`).
+        self.launcher = launcher or [sys.executable, "-m", "lookalike"]
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"{command}-{self.port}-{time.time_ns()}.log"
         self.env = env
@@ -56,9 +65,7 @@ class LookalikeProcess:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "lookalike",
+                *self.launcher,
                 self.command,
                 "--data-dir",
                 str(self.data_dir),
@@ -78,7 +85,7 @@ class LookalikeProcess:
             raise AssertionError(f"{self.command} exited early:\n{self.log_tail()}")
         health = httpx.get(f"{self.url}/health", timeout=2).status_code == 200
         # The HTTP server is up before the consumer group is joined; Faust logs "Ready" after.
-        return health and b"[^Worker]: Ready" in self.log_path.read_bytes()
+        return health and b"Worker]: Ready" in self.log_path.read_bytes()
 
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])

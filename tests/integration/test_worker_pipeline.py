@@ -75,6 +75,8 @@ def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
         LOOKALIKE_FETCH_TIMEOUT="1.5",
         LOOKALIKE_MAX_IMAGE_PIXELS="4000000",
         LOOKALIKE_IMAGE_ROOT=str(image_root),
+        # The test image server is on loopback, which the URL guard refuses unless listed.
+        LOOKALIKE_FETCH_ALLOW="127.0.0.1/32",
     )
     with image_server({"/url-image.jpg": image_bytes("checkers", 999)}) as base_url:
         worker = LookalikeProcess("worker", root / "data", env).start()

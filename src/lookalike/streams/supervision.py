@@ -123,6 +123,7 @@ class BrokerMonitor:
     def _run(self) -> None:
         down_since: float | None = None
         while not self._stop.is_set():
+            asked = time.monotonic()
             reason = self.probe()
             now = time.monotonic()
             if reason is None:
@@ -136,7 +137,7 @@ class BrokerMonitor:
                 down_since = None
             else:
                 if down_since is None:
-                    down_since = now
+                    down_since = asked  # gone since we asked, not since the probe gave up
                     log.error(
                         "cannot reach the Kafka broker at %s (%s). Nothing is lost: offsets stay "
                         "uncommitted and searches are answered unlogged. The worker exits with "

@@ -64,7 +64,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
 
     monitor = BrokerMonitor(
         bootstrap,
-        partial(probe_broker, bootstrap, settings),
+        partial(probe_broker, bootstrap, settings, timeout=3.0),
         runtime.health,
         settings.broker_lost_exit,
         broker_lost,
