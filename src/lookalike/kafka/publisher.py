@@ -85,7 +85,12 @@ class UploadPublisher:
         return self._producer.send(self.topic, key=event.image_id.encode("utf-8"), value=value)
 
     def publish_raw(self, key: bytes | None, value: bytes) -> Any:
-        """Send bytes as they are (for replaying dead letters, or testing bad input)."""
+        """Send bytes as they are (for replaying dead letters, or testing bad input); only the
+        message size limit applies."""
+        try:
+            self.limits.check_message(value)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"not sent: {exc.reason}") from None
         return self._producer.send(self.topic, key=key, value=value)
 
     def flush(self, timeout: float | None = 60.0) -> None:
