@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError, NotAuthenticated, PermissionDenied
 from ..settings import Settings
@@ -54,8 +54,8 @@ def _matches(token: str, candidates: list[str]) -> bool:
 
 @dataclass(frozen=True)
 class Authenticator:
-    read_tokens: list[str]
-    admin_tokens: list[str]
+    read_tokens: list[str] = field(repr=False)
+    admin_tokens: list[str] = field(repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:

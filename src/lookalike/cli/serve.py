@@ -44,12 +44,14 @@ def up(
     running `up` manages: a second `up` on the same data dir is refused). Exits with status 3
     when the broker stays unreachable (LOOKALIKE_BROKER_LOST_EXIT).
     """
+    from ..api.auth import check_exposure
     from ..kafka.local_broker import start_local_broker, stop_local_broker
 
     settings = settings_from(data_dir=data_dir, api_port=port, encoder=encoder)
     setup_logging(settings.log_level)
     me = os.getpid()
     try:
+        check_exposure(settings)  # before a broker is started for nothing
         managed_broker = settings.kafka_bootstrap is None
         if managed_broker:
             broker, _ = start_local_broker(settings, owner=me)
