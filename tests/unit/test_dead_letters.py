@@ -264,8 +264,14 @@ class RefusesLarge(FakeSend):
         self.limit = limit
 
     async def __call__(self, key: bytes | None, value: bytes) -> None:
+        from aiokafka.errors import MessageSizeTooLargeError
+        from faust.exceptions import ProducerSendError
+
         if len(value) > self.limit:
-            raise type("MessageSizeTooLargeError", (Exception,), {})("too large")
+            try:  # what Faust's delivered send raises: the client's error, wrapped
+                raise MessageSizeTooLargeError("the broker refused it")
+            except MessageSizeTooLargeError as exc:
+                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
         await super().__call__(key, value)
 
 

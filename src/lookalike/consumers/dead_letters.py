@@ -126,8 +126,15 @@ class DeadLetterLimits:
 
 
 def _too_large(exc: BaseException) -> bool:
-    # aiokafka and kafka-python both call it this; the broker's refusal maps to it too.
-    return type(exc).__name__ in ("MessageSizeTooLargeError", "RecordTooLargeError")
+    """The broker (or the client, against its max_request_size) refused the record's size.
+    aiokafka and kafka-python both call it MessageSizeTooLargeError; Faust wraps it in a
+    ProducerSendError, so the whole chain of causes is looked at."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ in ("MessageSizeTooLargeError", "RecordTooLargeError"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class DeadLetterWriter:
