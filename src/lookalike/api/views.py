@@ -33,7 +33,7 @@ from ..encoders import Encoder
 from ..errors import Conflict, InvalidRequest, LookalikeError, NotFound
 from ..events import Click, describe_validation_error
 from ..executors import WorkerExecutors, run_in
-from ..index import QdrantIndex
+from ..index import VectorIndex
 from ..rollout import Rollout, VersionRegistry
 from ..search import SearchService
 from ..settings import Settings
@@ -50,7 +50,7 @@ class WorkerServices(Protocol):
     settings: Settings
     executors: WorkerExecutors
     search: SearchService
-    index: QdrantIndex
+    index: VectorIndex
     registry: VersionRegistry
     ledger: DeadLetterLedger
     alerts: AlertStore

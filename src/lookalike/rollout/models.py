@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ..encoders import Encoder, encoder_from_settings
 from ..errors import ConfigurationError
-from ..index import QdrantIndex
+from ..index import VectorIndex
 from ..settings import Settings
 from .versions import VersionRecord, VersionRegistry
 
@@ -25,7 +25,7 @@ class WorkerModels:
     def __init__(
         self,
         settings: Settings,
-        index: QdrantIndex,
+        index: VectorIndex,
         registry: VersionRegistry,
         *,
         injected: Encoder | None = None,

@@ -127,7 +127,8 @@ class Runtime:
             self.encoder.version,
             self.encoder.dim,
             ValidationSettings.from_settings(self.settings),
-            in_memory=self.settings.qdrant_url is None,
+            worker=self.settings.worker_name,
+            shared=self.settings.qdrant_url is not None,
         )
 
     def retarget(self) -> None:
