@@ -17,6 +17,9 @@ For each N, in one run:
   8 clients   by-id searches from 8 threads for --seconds: queries/s, vs 1 client
   ingest      real images published to Kafka and embedded by the worker: images/s at N vs on
               an empty index (same images, same worker settings)
+  crash       more images published, the worker SIGKILLed half-way through them and started
+              again: every image is then indexed exactly once (the count is N + all published,
+              each new id answers) after the replay of what was not committed
 
 Figures are ratios against a baseline measured in the same run where one exists (exact search
 for recall, an empty index for ingest, one client for throughput): these machines are noisy.
@@ -297,6 +300,51 @@ def ingest(worker: Worker, settings: Settings, bootstrap: str, files, labels, ta
     return len(events) / (time.perf_counter() - started)
 
 
+def crash_check(
+    worker: Worker,
+    data: Path,
+    env: dict[str, str],
+    settings: Settings,
+    bootstrap: str,
+    files: list[Path],
+    labels: list[str],
+) -> tuple[Worker, dict[str, Any]]:
+    """SIGKILL the worker half-way through an ingest; restart; every image exactly once."""
+    before = worker.indexed()
+    events = [
+        ImageUploaded(
+            image_id=f"crash-{i}",
+            listing_id=f"l-crash-{i}",
+            seller_id="crash",
+            category=label,
+            image=InlineSource(data=path.read_bytes()),
+        )
+        for i, (path, label) in enumerate(zip(files, labels, strict=True))
+    ]
+    with UploadPublisher(settings, bootstrap) as publisher:
+        for event in events:
+            publisher.publish(event)
+        publisher.flush()
+    wait_until(lambda: worker.indexed() >= before + len(events) // 2, 600, 0.1)
+    at_kill = worker.indexed() - before
+    worker.process.kill()
+    worker.process.wait()
+    restarted = Worker(data, bootstrap, env)
+    wait_until(lambda: restarted.indexed() >= before + len(events), 900, 0.5)
+    time.sleep(5)  # anything replayed twice would show now
+    with httpx.Client(base_url=restarted.url, timeout=30) as client:
+        missing = [
+            e.image_id for e in events if client.get(f"/images/{e.image_id}").status_code != 200
+        ]
+    return restarted, {
+        "published": len(events),
+        "indexed_when_killed": at_kill,
+        "count_after_restart": restarted.indexed() - before,
+        "missing": len(missing),
+        "restart_to_ready_s": round(restarted.startup_seconds, 1),
+    }
+
+
 def disk_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
@@ -336,6 +384,15 @@ def run_size(
             data_dir=root / "client", kafka_bootstrap=bootstrap, topic_prefix=f"scale{n}"
         )
         at_n = ingest(worker, client_settings, bootstrap, files[:sample], labels[:sample], "n")
+        worker, crash = crash_check(
+            worker,
+            data,
+            env,
+            client_settings,
+            bootstrap,
+            files[sample : 2 * sample],
+            labels[sample : 2 * sample],
+        )
     finally:
         worker.stop()
     return {
@@ -352,6 +409,7 @@ def run_size(
         f"queries_per_s_{args.clients}_clients": round(eight, 1),
         "ingest_images_per_s": round(at_n, 1),
         "ingest_vs_empty": round(at_n / empty_ingest, 2),
+        "crash": crash,
     }
 
 

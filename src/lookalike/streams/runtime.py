@@ -169,6 +169,7 @@ class Runtime:
             "serving_version": index.serving_version(),
             "encoder": self.encoder.describe(),
             "indexed": {v: index.count(v) for v in index.versions()},
+            "index": index.describe(),
             "versions": [
                 {k: v for k, v in r.as_dict().items() if k not in ("backfill", "evaluation")}
                 for r in self.registry.all()

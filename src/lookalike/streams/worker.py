@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings, bootstrap: str) -> None:
     runtime = Runtime(settings)
+    # First job of the model thread: live batches queue behind it while the group is joined.
+    warming = runtime.executors.model.submit(runtime.models.warm_up)
+    warming.add_done_callback(
+        lambda done: done.exception() is not None
+        and log.error("warming up the encoders failed: %s", done.exception())
+    )
     try:
         app = create_app(settings, bootstrap)
         topics = Topics.declare(app, settings)

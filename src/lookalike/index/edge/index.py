@@ -28,12 +28,14 @@ from qdrant_edge import (
     CountRequest,
     Distance,
     EdgeConfig,
+    EdgeOptimizersConfig,
     EdgeVectorParams,
     FieldCondition,
     Filter,
     HnswIndexConfig,
     MatchAny,
     MatchValue,
+    Memory,
     Point,
     QuantizationSearchParams,
     Query,
@@ -100,8 +102,13 @@ class EdgeIndex:
         quantization: Quantization = "none",
         policy: OptimizerPolicy | None = None,
         background: bool = True,
+        indexing_threshold_kb: int | None = None,
     ) -> None:
+        """``indexing_threshold_kb``: segments smaller than this (KB of vectors) are searched
+        brute force, never given a graph (the engine's default: 10,000 KB, about 2,000
+        1280-d vectors); tests lower it."""
         self.root = root
+        self.indexing_threshold_kb = indexing_threshold_kb
         self.prefix = prefix
         self.quantization = quantization
         self.policy = policy or OptimizerPolicy()
@@ -134,13 +141,20 @@ class EdgeIndex:
             else None
         )
         return EdgeConfig(
-            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+            # With int8 codes in RAM, the graph search reads the full vectors only to rescore
+            # the best candidates: leave them on disk (mapped), not read in at load.
+            vectors=EdgeVectorParams(
+                size=dim,
+                distance=Distance.Cosine,
+                memory=Memory.Cold if quantization is not None else None,
+            ),
             hnsw_config=HnswIndexConfig(
                 m=16,
                 ef_construct=100,
                 full_scan_threshold=max(1, EXACT_MAX_POINTS * dim * 4 // 1024),
             ),
             quantization_config=quantization,
+            optimizers=EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb),
             # The engine starts a search pool per shard; exemplar spaces hold a handful of points.
             max_search_threads=1 if small else None,
         )
@@ -307,10 +321,19 @@ class EdgeIndex:
         )
         return without(hits, excluded, k)
 
-    def _search_many(self, space: Space | None, vectors: Sequence[np.ndarray], k: int) -> list:
+    def _search_many(
+        self,
+        space: Space | None,
+        vectors: Sequence[np.ndarray],
+        k: int,
+        fields: Sequence[str] | None = None,
+    ) -> list:
         if space is None or not vectors:
             return [[] for _ in vectors]
         queries = [_vector(v) for v in vectors]
+        # Only the fields asked for: turning 32 x 31 full payloads into dicts costs more than
+        # the search itself.
+        payload: bool | list[str] = list(fields) if fields else True
         with space.reading() as shard:
             results = shard.query_batch(
                 QueryBatchRequest(
@@ -319,7 +342,7 @@ class EdgeIndex:
                             query=Query.Nearest(q),
                             limit=k,
                             params=self._params(False),
-                            with_payload=True,
+                            with_payload=payload,
                         )
                         for q in queries
                     ]
@@ -338,12 +361,13 @@ class EdgeIndex:
         payload_fields: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """Several unfiltered queries in one engine call (the validator's k-NN)."""
-        return self._search_many(self._space(version), vectors, k)
+        return self._search_many(self._space(version), vectors, k, payload_fields)
 
     def search_exemplars(
         self, version: str, vectors: Sequence[np.ndarray], k: int
     ) -> list[list[Hit]]:
-        return self._search_many(self._space(version, "exemplars"), vectors, k)
+        fields = ("image_id", "category", "seller_id")
+        return self._search_many(self._space(version, "exemplars"), vectors, k, fields)
 
     def scroll(
         self, version: str, cursor: str | None, limit: int
@@ -422,10 +446,11 @@ class EdgeIndex:
         for space in list(self._spaces.values()):
             space.flush()
 
-    def optimize(self, version: str) -> dict[str, Any]:
-        """Blocking: rebuild a version's HNSW graph now (in a child process; this process keeps
-        serving). The background optimiser does this on its own when enough points are new."""
-        return self._existing(version).build(self.policy)
+    def optimize(self, version: str) -> dict[str, Any] | None:
+        """Blocking: bring a version's HNSW graph up to date now (in a child process; this
+        process keeps serving), after any build already running. None when nothing was left
+        to index. The background optimiser does this on its own when enough points are new."""
+        return self._existing(version).catch_up(self.policy)
 
     def _optimize_forever(self) -> None:
         while not self._stop.wait(self.policy.check_interval):

@@ -139,8 +139,12 @@ class Space:
         self.generation = generation
         self._writes = threading.RLock()  # writes, the copy and the swap
         self._swap = _ReadWriteLock()  # reads against the swap
+        self._one_build = threading.Lock()  # a second build waits for the running one
         self._build: _Build | None = None
         self.deletes_since_build = 0
+        #: Points when the last build copied the shard: a build that left points unindexed (the
+        #: engine skips segments under its indexing threshold) is not repeated for nothing.
+        self.points_at_last_build = -1
         self.builds = 0
         self.last_build: dict[str, Any] | None = None
 
@@ -197,7 +201,7 @@ class Space:
         with self.reading() as shard:
             info = shard.info()
         points = info.points_count
-        if points < policy.min_unindexed:
+        if points < policy.min_unindexed or points == self.points_at_last_build:
             return False
         unindexed = points - info.indexed_vectors_count
         return (
@@ -205,13 +209,26 @@ class Space:
             or self.deletes_since_build >= policy.deleted_fraction * points
         )
 
+    def unindexed(self) -> int:
+        with self.reading() as shard:
+            info = shard.info()
+        return int(info.points_count - info.indexed_vectors_count)
+
     def build(self, policy: OptimizerPolicy) -> dict[str, Any]:
         """Blocking (in the optimiser thread): copy -> optimise in a child -> load + replay ->
-        flip CURRENT -> swap. The old generation serves until the swap."""
+        flip CURRENT -> swap. The old generation serves until the swap. A build asked for while
+        one runs waits for it first."""
+        with self._one_build:
+            return self._build_now(policy)
+
+    def catch_up(self, policy: OptimizerPolicy) -> dict[str, Any] | None:
+        """Build now if points are unindexed (after a running build); None if none are."""
+        with self._one_build:
+            return self._build_now(policy) if self.unindexed() else None
+
+    def _build_now(self, policy: OptimizerPolicy) -> dict[str, Any]:
         started = time.monotonic()
         with self._writes:
-            if self._build is not None:
-                raise RuntimeError(f"a build of {self.name} is already running")
             self.shard.flush()
             generation = self.generation + 1
             target = self.path / f"{_generation_dir(generation)}.building"
@@ -219,6 +236,7 @@ class Space:
             shutil.copytree(self.path / _generation_dir(self.generation), target)
             self._build = build = _Build(generation, target, policy.max_journal_ops)
             deletes_at_copy = self.deletes_since_build
+            self.points_at_last_build = self.shard.info().points_count
         copied = time.monotonic()
         try:
             child = self._optimize_aside(build, policy)
