@@ -202,3 +202,21 @@ def test_acknowledged_writes_survive_a_killed_process(tmp_path: Path) -> None:
         assert reopened.held("v1", ids) == set(ids)  # every acknowledged batch is there
         assert reopened.count("v1") >= acknowledged
         reopened.close()
+
+
+def test_a_build_that_cannot_index_is_not_repeated(tmp_path: Path) -> None:
+    """Segments under the engine's indexing threshold stay unindexed whatever a build does:
+    the optimiser waits for new points instead of rebuilding in a loop."""
+    index = EdgeIndex(tmp_path / "index", policy=SMALL_POLICY)  # the engine's own threshold
+    try:
+        index.ensure_collection(VERSION, DIM)
+        index.upsert(VERSION, points(clustered(1000)))  # 128 KB of vectors: below it
+        deadline = time.monotonic() + 30
+        while index.describe()["spaces"][VERSION]["builds"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(10 * SMALL_POLICY.check_interval)
+        described = index.describe()["spaces"][VERSION]
+        assert described["builds"] == 1 and described["indexed"] == 0
+    finally:
+        index.close()

@@ -21,8 +21,10 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     # First job of the model thread: live batches queue behind it while the group is joined.
     warming = runtime.executors.model.submit(runtime.models.warm_up)
     warming.add_done_callback(
-        lambda done: done.exception() is not None
-        and log.error("warming up the encoders failed: %s", done.exception())
+        lambda done: (
+            done.exception() is not None
+            and log.error("warming up the encoders failed: %s", done.exception())
+        )
     )
     try:
         app = create_app(settings, bootstrap)

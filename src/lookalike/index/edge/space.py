@@ -142,9 +142,8 @@ class Space:
         self._one_build = threading.Lock()  # a second build waits for the running one
         self._build: _Build | None = None
         self.deletes_since_build = 0
-        #: Points when the last build copied the shard: a build that left points unindexed (the
-        #: engine skips segments under its indexing threshold) is not repeated for nothing.
-        self.points_at_last_build = -1
+        #: Points when the last build of this process copied the shard.
+        self.points_at_last_build = 0
         self.builds = 0
         self.last_build: dict[str, Any] | None = None
 
@@ -196,16 +195,23 @@ class Space:
 
     # --- background builds ---------------------------------------------------------------------
     def needs_build(self, policy: OptimizerPolicy) -> bool:
+        """Enough new points since the last build (or deletes) to be worth one. Counted from
+        the last build's copy, not from the unindexed count: the engine leaves segments under
+        its indexing threshold unindexed, and a build that cannot index them must not repeat."""
         if self._build is not None:
             return False
         with self.reading() as shard:
             info = shard.info()
         points = info.points_count
-        if points < policy.min_unindexed or points == self.points_at_last_build:
+        new = (
+            points - self.points_at_last_build
+            if self.builds
+            else points - info.indexed_vectors_count
+        )
+        if points < policy.min_unindexed:
             return False
-        unindexed = points - info.indexed_vectors_count
         return (
-            unindexed >= max(policy.min_unindexed, policy.unindexed_fraction * points)
+            new >= max(policy.min_unindexed, policy.unindexed_fraction * points)
             or self.deletes_since_build >= policy.deleted_fraction * points
         )
 
@@ -256,7 +262,6 @@ class Space:
                 shutil.rmtree(self.path / _generation_dir(generation), ignore_errors=True)
             raise
         shutil.rmtree(self.path / _generation_dir(generation - 1), ignore_errors=True)
-        self.builds += 1
         self.last_build = {
             "generation": generation,
             "copy_seconds": round(copied - started, 2),
@@ -300,6 +305,7 @@ class Space:
         with self._swap.write():
             old, self.shard, self.generation = self.shard, new, build.generation
             self._build = None
+            self.builds += 1
         old.close()
         return len(build.journal)
 
