@@ -6,7 +6,9 @@ deployment (Kafka cluster, Qdrant server): only these settings change.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +34,7 @@ class Settings(BaseSettings):
     # --- storage -----------------------------------------------------------------------------
     data_dir: Path = Field(
         default_factory=_default_data_dir,
-        description="Local state: embedded Qdrant, local broker address, dead-letter ledger.",
+        description="Local state: the embedded index, local broker address, dead-letter ledger.",
     )
 
     # --- Kafka -------------------------------------------------------------------------------
@@ -117,11 +119,18 @@ class Settings(BaseSettings):
 
     # --- Qdrant ------------------------------------------------------------------------------
     qdrant_url: str | None = Field(
-        default=None, description="Qdrant server URL. Unset: embedded Qdrant under the data dir."
+        default=None,
+        description="Qdrant server URL. Unset: the embedded index (Qdrant's engine in-process) "
+        "under the data dir.",
     )
     qdrant_api_key: str | None = Field(default=None, description="Qdrant API key (server only).")
     collection_prefix: str = Field(
         default="lookalike", description="Prefix of Qdrant collections and the serving alias."
+    )
+    quantization: Literal["none", "int8"] = Field(
+        default="none",
+        description="Scalar quantisation of stored vectors: int8 keeps a 1-byte copy of each "
+        "vector in RAM for the graph search and rescores the best with the full vectors.",
     )
 
     # --- encoder and batching ----------------------------------------------------------------
@@ -376,7 +385,19 @@ class Settings(BaseSettings):
         return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
     @property
+    def worker_name(self) -> str:
+        """This worker among those sharing an index: its host and data dir."""
+        digest = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}-{digest}"
+
+    @property
+    def index_path(self) -> Path:
+        """The embedded index (used when no Qdrant server is configured)."""
+        return self.data_dir / "index"
+
+    @property
     def qdrant_path(self) -> Path:
+        """Where lookalike before 0.2 kept its embedded index (qdrant-client local mode)."""
         return self.data_dir / "qdrant"
 
     @property

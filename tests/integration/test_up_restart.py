@@ -117,3 +117,65 @@ def test_sigkill_mid_ingest_then_restart_indexes_each_image_exactly_once(tmp_pat
     assert restarted.stop() == 0, restarted.log_tail()
     wait_for(lambda: not _pid_alive(broker.pid), 15, "the broker to stop")
     assert not (data_dir / "broker.json").exists()
+
+
+def test_up_migrates_an_index_of_an_earlier_release(tmp_path: Path) -> None:
+    """A data dir written by lookalike before 0.2 (qdrant-client's local mode): `lookalike up`
+    moves it to the embedded engine first, and serves what it held."""
+    from qdrant_client import QdrantClient
+
+    from lookalike.encoders import load_encoder
+    from lookalike.images import decode_image
+    from lookalike.index import IndexPoint, QdrantIndex
+    from lookalike.indexing import ClockRecord, ClockStore
+    from lookalike.rollout import VersionRegistry
+
+    data_dir = tmp_path / "data"
+    encoder = load_encoder("efficientnet-lite0")
+    images = {f"{c}-{s}": image_bytes(c, s) for c in CATEGORIES for s in range(4)}
+    vectors = encoder.embed_images([decode_image(b, max_pixels=10**7) for b in images.values()])
+    old = QdrantIndex(QdrantClient(path=str(data_dir / "qdrant")))
+    VersionRegistry(old).bootstrap(encoder.version, "efficientnet-lite0", encoder.dim)
+    old.ensure_collection(encoder.version, encoder.dim)
+    old.upsert(
+        encoder.version,
+        [
+            IndexPoint(i, v, {"image_id": i, "category": i.split("-")[0], "seller_id": "s"})
+            for i, v in zip(images, vectors, strict=True)
+        ],
+    )
+    old.set_serving(encoder.version)
+    ClockStore(old).put_many([ClockRecord("gone", (1, 2, "e"), "removed", "sold")])
+    old.close()
+
+    up = LookalikeProcess("up", data_dir, clean_env(LOOKALIKE_COMPILE="false")).start()
+    try:
+        stats = up.stats()
+        assert stats["serving_version"] == encoder.version
+        assert stats["indexed"] == {encoder.version: len(images)}
+        assert stats["tombstones"] == 1
+        assert b"migrating it to the embedded engine" in up.log_path.read_bytes()
+        assert (data_dir / "qdrant.migrated").is_dir() and (data_dir / "index").is_dir()
+        similar = json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "lookalike",
+                    "search",
+                    "--id",
+                    "stripes-1",
+                    "--k",
+                    "3",
+                    "--port",
+                    str(up.port),
+                ],
+                env=clean_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+        )
+        assert [r["category"] for r in similar["results"]] == ["stripes"] * 3
+    finally:
+        assert up.stop() == 0, up.log_tail()

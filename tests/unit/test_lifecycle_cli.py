@@ -11,6 +11,7 @@ from qdrant_client import QdrantClient
 
 from lookalike.cli import main
 from lookalike.index import QdrantIndex
+from lookalike.index.edge import EdgeIndex
 from lookalike.kafka.local_broker import free_port
 from lookalike.rollout import VersionRegistry
 
@@ -19,7 +20,7 @@ def test_versions_reads_the_data_dir_when_no_worker_runs(
     settings_env: Path, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    index = QdrantIndex(QdrantClient(path=str(data / "qdrant")), prefix="lookalike")
+    index = EdgeIndex(data / "index", background=False)
     registry = VersionRegistry(index)
     registry.bootstrap("v1", "efficientnet-lite0", 8)
     registry.start("v2", "efficientnet-lite1", 8)
@@ -31,6 +32,18 @@ def test_versions_reads_the_data_dir_when_no_worker_runs(
     lines = result.output.splitlines()
     assert lines[1].split() == ["serving", "v1", "efficientnet-lite0"]
     assert lines[2].split() == ["candidate", "v2", "efficientnet-lite1"]
+
+
+def test_an_index_of_an_earlier_release_is_to_be_migrated(
+    settings_env: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    QdrantIndex(QdrantClient(path=str(data / "qdrant"))).close()
+    result = CliRunner().invoke(
+        main, ["versions", "--data-dir", str(data), "--port", str(free_port())]
+    )
+    assert result.exit_code == 1
+    assert f"lookalike migrate --data-dir {data}" in result.output
 
 
 def test_update_needs_something_to_change(settings_env: Path) -> None:

@@ -95,10 +95,10 @@ def test_default_topic_names(settings_env: Path) -> None:
 
 def test_paths_under_data_dir(settings_env: Path) -> None:
     s = Settings()
-    for path in (s.qdrant_path, s.broker_file, s.ledger_path):
+    for path in (s.index_path, s.qdrant_path, s.broker_file, s.ledger_path):
         assert path.parent == s.data_dir
     assert s.broker_file.name == "broker.json"
-    assert len({s.qdrant_path, s.broker_file, s.ledger_path}) == 3
+    assert len({s.index_path, s.qdrant_path, s.broker_file, s.ledger_path}) == 4
 
 
 def test_data_dir_user_expanded_and_resolved(

@@ -20,7 +20,7 @@ from lookalike.clicks.simulate import BuyerModel
 from lookalike.encoders import load_encoder
 from lookalike.events import PairQuery, TrainingPair
 from lookalike.images import BlobStore, decode_image
-from lookalike.index import IndexPoint, QdrantIndex
+from lookalike.index import IndexPoint, open_index
 from lookalike.settings import Settings
 
 CATEGORIES = ("circles", "stripes", "checkers")
@@ -39,7 +39,7 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
     catalogue = [(f"{c}-{s}", c) for c in CATEGORIES for s in range(4)]
     images = [image_bytes(c, int(i.rsplit("-", 1)[1])) for i, c in catalogue]
     vectors = base.embed_images([decode_image(b, max_pixels=10**7) for b in images])
-    index = QdrantIndex.from_settings(settings)
+    index = open_index(settings)
     index.ensure_collection(base.version, base.dim)
     index.upsert(
         base.version,

@@ -1,5 +1,6 @@
 """Unit tests for lookalike.validation: the category validator on hand-made unit vectors in a real
-in-memory Qdrant, so every outcome is known in advance.
+index (each backend: the embedded engine and the Qdrant-server code path), so every outcome is
+known in advance.
 
 Category A lives around the 1st axis, B around the 2nd, C around the 3rd (a little seeded noise);
 D (exemplars only), E and F (few images) around later axes.
@@ -8,15 +9,14 @@ D (exemplars only), E and F (few images) around later axes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
+from backends import BACKENDS, open_backend, reopen
 
-from lookalike.index import IndexPoint, QdrantIndex
+from lookalike.index import IndexPoint, QdrantIndex, VectorIndex
 from lookalike.validation import CategoryValidator, Upload, ValidationSettings, Verdict
-
-pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
 
 DIM = 16
 VERSION = "hand-v1"
@@ -53,7 +53,7 @@ CATALOGUE = {f"{c.lower()}-{i}": c for c in "ABC" for i in range(PER_CATEGORY)} 
 }
 
 
-def fill(index: QdrantIndex) -> None:
+def fill(index: VectorIndex) -> None:
     index.upsert(
         VERSION,
         [
@@ -63,25 +63,41 @@ def fill(index: QdrantIndex) -> None:
     )
 
 
+@pytest.fixture(params=BACKENDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+class Holder:
+    """The test's index, which a test may reopen (a restart)."""
+
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind, self.folder = kind, folder
+        self.index = open_backend(kind, folder, "t")
+
+    def reopen(self) -> VectorIndex:
+        self.index = reopen(self.index, self.kind, self.folder)
+        return self.index
+
+
 @pytest.fixture
-def client() -> Iterator[QdrantClient]:
-    c = QdrantClient(":memory:")
+def holder(kind: str, tmp_path: Path) -> Iterator[Holder]:
+    held = Holder(kind, tmp_path)
+    held.index.ensure_collection(VERSION, DIM)
+    fill(held.index)
     try:
-        yield c
+        yield held
     finally:
-        c.close()
+        held.index.close()
 
 
 @pytest.fixture
-def index(client: QdrantClient) -> QdrantIndex:
-    idx = QdrantIndex(client, "t")
-    idx.ensure_collection(VERSION, DIM)
-    fill(idx)
-    return idx
+def index(holder: Holder) -> VectorIndex:
+    return holder.index
 
 
 @pytest.fixture
-def validator(index: QdrantIndex) -> CategoryValidator:
+def validator(index: VectorIndex) -> CategoryValidator:
     return CategoryValidator(index, VERSION, DIM, SETTINGS)
 
 
@@ -115,7 +131,7 @@ def test_start_up_loads_counts_and_prototypes(validator: CategoryValidator) -> N
     assert all(sims[c] < 0.3 for c in "ACF")
 
 
-def test_no_prototypes_without_load(index: QdrantIndex) -> None:
+def test_no_prototypes_without_load(index: VectorIndex) -> None:
     fresh = CategoryValidator(index, VERSION, DIM, SETTINGS, load_prototypes=False)
     assert fresh.support("A") == 0
     assert fresh.prototypes.similarities(around("A", 1)) == {}
@@ -201,7 +217,7 @@ def test_the_image_itself_is_never_evidence(validator: CategoryValidator) -> Non
     assert judge_one(validator, Upload("a-0", "s1", "A", vector)).outcome == "ok"
 
 
-def test_exclude_same_seller(index: QdrantIndex) -> None:
+def test_exclude_same_seller(index: VectorIndex) -> None:
     candidate = upload("new-4", "A", "B", seller="s1")
     including = judge_one(CategoryValidator(index, VERSION, DIM, SETTINGS), candidate)
     assert "s1" in {n.seller_id for n in including.evidence}
@@ -240,40 +256,45 @@ def test_one_exemplar_makes_a_new_category_usable(validator: CategoryValidator) 
 
 
 def test_exemplars_are_kept_apart_from_the_catalogue(
-    validator: CategoryValidator, index: QdrantIndex
+    validator: CategoryValidator, index: VectorIndex
 ) -> None:
     validator.add_exemplar("ex-d-1", "D", around("D", 1))
     validator.add_exemplar("ex-d-2", "D", around("D", 2))
     assert validator.exemplar_counts() == {"D": 2}
     assert index.count(VERSION) == len(CATALOGUE)  # not in the catalogue collection
     assert index.count_exemplars(validator.version, "D") == 2
-    assert index.exemplar_collection(validator.version) in {
-        c.name for c in index.client.get_collections().collections
-    }
+    if isinstance(index, QdrantIndex):
+        assert index.exemplar_collection(validator.version) in {
+            c.name for c in index.client.get_collections().collections
+        }
 
 
-def test_exemplars_persist_across_validators(client: QdrantClient, index: QdrantIndex) -> None:
-    first = CategoryValidator(index, VERSION, DIM, SETTINGS)
+def test_exemplars_persist_across_validators(holder: Holder, kind: str, tmp_path: Path) -> None:
+    first = CategoryValidator(holder.index, VERSION, DIM, SETTINGS)
     first.add_exemplar("ex-d-1", "D", around("D", 1))
 
-    second = CategoryValidator(QdrantIndex(client, "t"), VERSION, DIM, SETTINGS)
+    second = CategoryValidator(holder.reopen(), VERSION, DIM, SETTINGS)
     assert second.exemplar_counts() == {"D": 1}
     assert second.support("D") == 1
     assert second.prototypes.count("D") == 1
     assert judge_one(second, upload("new-8", "D", "D")).outcome == "ok"
     assert judge_one(second, upload("new-9", "D", "B")).predicted == "D"
 
-    # Another index prefix (or model version) has its own exemplars.
-    other = CategoryValidator(QdrantIndex(client, "other"), VERSION, DIM, SETTINGS)
-    assert other.exemplar_counts() == {}
+    # Another index (or model version) has its own exemplars.
+    other_index = open_backend(kind, tmp_path / "other")
+    try:
+        other = CategoryValidator(other_index, VERSION, DIM, SETTINGS)
+        assert other.exemplar_counts() == {}
+    finally:
+        other_index.close()
 
 
 def test_registering_the_same_exemplar_twice_counts_it_once(
-    client: QdrantClient, validator: CategoryValidator
+    holder: Holder, validator: CategoryValidator
 ) -> None:
     validator.add_exemplar("ex-d-1", "D", around("D", 1))
     validator.add_exemplar("ex-d-1", "D", around("D", 1))  # e.g. the same file sent twice
-    restarted = CategoryValidator(QdrantIndex(client, "t"), VERSION, DIM, SETTINGS)
+    restarted = CategoryValidator(holder.reopen(), VERSION, DIM, SETTINGS)
     assert restarted.exemplar_counts() == {"D": 1}
     assert validator.exemplar_counts() == restarted.exemplar_counts()
 
@@ -282,12 +303,13 @@ def test_registering_the_same_exemplar_twice_counts_it_once(
 
 
 def test_observe_lets_a_category_cross_min_examples(
-    validator: CategoryValidator, index: QdrantIndex
+    validator: CategoryValidator, index: VectorIndex
 ) -> None:
     def grow(image_id: str, seed: int) -> None:
         new = Upload(image_id, "s3", "E", around("E", seed))
-        index.upsert(VERSION, [point(image_id, "E", seed, "s3")])  # as the pipeline does
-        validator.observe([new])
+        before = validator.states([image_id])  # as the pipeline does: read, write, tell
+        index.upsert(VERSION, [point(image_id, "E", seed, "s3")])
+        validator.observe([new], before)
 
     probe = upload("probe", "E", "E")
     for i in range(SETTINGS.min_examples - 1):
@@ -306,19 +328,30 @@ def test_observe_lets_a_category_cross_min_examples(
 
 def test_observe_counts_a_replaced_image_once(validator: CategoryValidator) -> None:
     again = Upload("a-0", "s1", "A", around("A", 0))
-    validator.observe([again, again])
+    validator.observe([again, again], validator.states(["a-0"]))
     assert validator.support("A") == PER_CATEGORY
-    validator.observe([Upload("brand-new", "s1", "E", around("E", 1))] * 2)
+    validator.observe([Upload("brand-new", "s1", "E", around("E", 1))] * 2, {})
     assert validator.support("E") == 1
 
 
-def test_restart_rebuilds_from_the_index(client: QdrantClient, index: QdrantIndex) -> None:
+def test_a_replaced_image_moves_its_evidence_exactly(validator: CategoryValidator) -> None:
+    probe = around("C", 5)
+    before = validator.prototypes.similarities(probe)
+    moved = Upload("a-0", "s1", "C", around("C", 40))  # replaced by a C image, declared C
+    validator.observe([moved], validator.states(["a-0"]))
+    assert (validator.support("A"), validator.support("C")) == (PER_CATEGORY - 1, PER_CATEGORY + 1)
+    back = validator.states(["a-0"])["a-0"]  # the index still holds the A image (not written)
+    validator.observe([Upload("a-0", "s1", "A", back[1])], {"a-0": ("C", moved.vector)})
+    assert validator.prototypes.similarities(probe) == pytest.approx(before, abs=1e-6)
+
+
+def test_restart_rebuilds_from_the_index(holder: Holder, index: VectorIndex) -> None:
     running = CategoryValidator(index, VERSION, DIM, SETTINGS)
     extra = [point(f"e-{i}", "E", i, "s3") for i in range(4)]
     index.upsert(VERSION, extra)
-    running.observe([Upload(p.image_id, "s3", "E", p.vector) for p in extra])
+    running.observe([Upload(p.image_id, "s3", "E", p.vector) for p in extra], {})
 
-    restarted = CategoryValidator(QdrantIndex(client, "t"), VERSION, DIM, SETTINGS)
+    restarted = CategoryValidator(holder.reopen(), VERSION, DIM, SETTINGS)
     for category in "ABCEF":
         assert restarted.support(category) == running.support(category)
         assert restarted.prototypes.count(category) == running.prototypes.count(category)

@@ -48,7 +48,7 @@ from ..errors import (
 from ..events import Click
 from ..executors import WorkerExecutors, describe_error, run_in
 from ..health import Health
-from ..index import QdrantIndex
+from ..index import VectorIndex
 from ..rollout import Rollout, VersionRegistry
 from ..search import SearchService
 from ..settings import Settings
@@ -82,7 +82,7 @@ class WorkerServices(Protocol):
     settings: Settings
     executors: WorkerExecutors
     search: SearchService
-    index: QdrantIndex
+    index: VectorIndex
     registry: VersionRegistry
     ledger: DeadLetterLedger
     alerts: AlertStore

@@ -9,10 +9,12 @@ from pathlib import Path
 import click
 
 from ..errors import BrokerUnavailable, LookalikeError
+from ..settings import Settings
 from .common import (
     data_dir_option,
     fail,
     port_option,
+    print_json,
     publish_files,
     settings_from,
     setup_logging,
@@ -38,13 +40,15 @@ def up(
 ) -> None:
     """Run the stack in the foreground until Ctrl-C / SIGTERM.
 
-    Starts (or reuses) the local broker when LOOKALIKE_KAFKA_BOOTSTRAP is unset, opens Qdrant
-    (embedded on disk unless LOOKALIKE_QDRANT_URL is set), and runs the indexing worker and the
-    HTTP API on 127.0.0.1:PORT. On exit it stops the local broker it manages (never one another
-    running `up` manages: a second `up` on the same data dir is refused). Exits with status 3
-    when the broker stays unreachable (LOOKALIKE_BROKER_LOST_EXIT).
+    Starts (or reuses) the local broker when LOOKALIKE_KAFKA_BOOTSTRAP is unset, opens the index
+    (embedded under the data dir unless LOOKALIKE_QDRANT_URL is set; an index written by an
+    earlier lookalike is migrated first), and runs the indexing worker and the HTTP API on
+    127.0.0.1:PORT. On exit it stops the local broker it manages (never one another running
+    `up` manages: a second `up` on the same data dir is refused). Exits with status 3 when the
+    broker stays unreachable (LOOKALIKE_BROKER_LOST_EXIT).
     """
     from ..api.auth import check_exposure
+    from ..index import legacy_index_path
     from ..kafka.local_broker import start_local_broker, stop_local_broker
 
     settings = settings_from(data_dir=data_dir, api_port=port, encoder=encoder)
@@ -52,6 +56,8 @@ def up(
     me = os.getpid()
     try:
         check_exposure(settings)  # before a broker is started for nothing
+        if legacy_index_path(settings) is not None:
+            _migrate(settings)
         managed_broker = settings.kafka_bootstrap is None
         if managed_broker:
             broker, _ = start_local_broker(settings, owner=me)
@@ -74,6 +80,38 @@ def up(
                 stop_local_broker(settings, owner=me)  # only if it is still ours
     except BrokerUnavailable as exc:
         fail(str(exc), code=3)
+    except LookalikeError as exc:
+        fail(str(exc))
+
+
+def _migrate(settings: Settings) -> dict:
+    from tqdm import tqdm
+
+    from ..index.migrate import legacy_points, migrate_local_mode
+
+    log.warning(
+        "%s holds an index written by an earlier lookalike: migrating it to the embedded "
+        "engine (once; the old folder is kept as qdrant.migrated)",
+        settings.qdrant_path,
+    )
+    with tqdm(total=legacy_points(settings.qdrant_path), unit="point", desc="migrating") as bar:
+        return migrate_local_mode(settings, progress=bar.update)
+
+
+@click.command()
+@data_dir_option
+def migrate(data_dir: Path | None) -> None:
+    """Move a data dir's index written by lookalike before 0.2 (qdrant-client local mode) to the
+    embedded engine: vectors, payloads, clocks, the version registry and the serving version.
+    `lookalike up` does this by itself; stop the worker first."""
+    from ..index import legacy_index_path
+
+    settings = settings_from(data_dir=data_dir)
+    setup_logging("warning")
+    if legacy_index_path(settings) is None:
+        fail(f"nothing to migrate in {settings.data_dir} (no {settings.qdrant_path.name}/ index)")
+    try:
+        print_json(_migrate(settings))
     except LookalikeError as exc:
         fail(str(exc))
 
@@ -172,4 +210,4 @@ def publish(
     click.echo(f"sent {sent} upload events to {settings.uploads_topic}")
 
 
-COMMANDS = [up, worker, down, publish]
+COMMANDS = [up, worker, down, publish, migrate]

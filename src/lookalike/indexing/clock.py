@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from ..index import QdrantIndex
+from ..index import VectorIndex
 from ..utc import utcnow_iso
 
 ClockTuple = tuple[int, int, str]
@@ -80,9 +80,9 @@ def is_current(clock: ClockTuple, held: ClockRecord | None) -> bool:
 class ClockStore:
     """Latest applied clock and live/removed state per image id (a record store of the index)."""
 
-    def __init__(self, index: QdrantIndex) -> None:
+    def __init__(self, index: VectorIndex) -> None:
         # Named so it is never taken for a model version.
-        self.records = index.records("clocks", key_field="image_id")
+        self.records = index.records("clocks", key_field="image_id", indexed=("state",))
 
     def get_many(self, image_ids: Iterable[str]) -> dict[str, ClockRecord]:
         found = self.records.get_many(image_ids)

@@ -36,9 +36,9 @@ from ..events import (
     parse_image_event,
 )
 from ..images import BlobStore, ImageFetcher, decode_image, original_size
-from ..index import IndexPoint, QdrantIndex
+from ..index import IndexPoint, VectorIndex
 from ..utc import utcnow_iso
-from ..validation import CategoryValidator, Upload
+from ..validation import CategoryValidator, State, Upload
 from .batch import BatchResult, ParsedChange, PreparedUpload
 from .clock import ClockRecord, ClockStore, clock_of, is_current
 from .plan import BatchPlan, Event, ImagePlan, plan_batch
@@ -64,7 +64,7 @@ class IndexingPipeline:
     def __init__(
         self,
         encoder: Encoder,
-        index: QdrantIndex,
+        index: VectorIndex,
         fetcher: ImageFetcher,
         *,
         max_pixels: int,
@@ -254,6 +254,15 @@ class IndexingPipeline:
         uploads = [self._upload(p, result) for p in upserts]
         if self.validator is not None and uploads:
             self._validate(result, upserts, uploads)
+        # What the validator's version holds before this batch changes it: evidence moves
+        # exactly (a replaced image's old vector, a removed image's category).
+        before = (
+            self.validator.states(
+                [p.image_id for p in plan.images if p.action != "update" or "category" in p.changes]
+            )
+            if self.validator is not None and result.primary == self.validator.version
+            else {}
+        )
         now = utcnow_iso()
         self._write_uploads(result, prepared, upserts, now)
         records = [p.record for p in plan.images if p.action != "update"]
@@ -265,7 +274,7 @@ class IndexingPipeline:
         self.clocks.put_many(records)
         result.timings["write"] = time.perf_counter() - started
         result.indexed = [p.image_id for p in upserts]
-        self._tell_validator(uploads, plan, result)
+        self._tell_validator(uploads, plan, result, before)
         for event in plan.stale + plan.ignored_removed:
             log.info(
                 "ignored %s %s for image %s: the index holds a newer event for it",
@@ -331,16 +340,24 @@ class IndexingPipeline:
                 result.updated.append(p.image_id)
         return records
 
-    def _tell_validator(self, uploads: list[Upload], plan: BatchPlan, result: BatchResult) -> None:
+    def _tell_validator(
+        self,
+        uploads: list[Upload],
+        plan: BatchPlan,
+        result: BatchResult,
+        before: Mapping[str, State],
+    ) -> None:
         if self.validator is None:
             return
         if result.primary != self.validator.version:
             return  # a promotion happened mid-batch; the validator is rebuilt for the new one
-        self.validator.observe(uploads)
-        self.validator.forget(result.removed)
+        self.validator.observe(uploads, before)
+        self.validator.forget(result.removed, before)
         for p in plan.images:
             if p.action == "update" and "category" in p.changes and p.image_id in result.updated:
-                self.validator.set_category(p.image_id, p.changes["category"])
+                self.validator.set_category(
+                    p.image_id, p.changes["category"], before.get(p.image_id)
+                )
 
     def _validate(
         self, result: BatchResult, upserts: list[ImagePlan], uploads: list[Upload]

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..index import QdrantIndex
+from ..index import VectorIndex
 
 
 @dataclass
@@ -55,7 +55,7 @@ class RecentSearches:
             return list(self._searches.values())
 
 
-def _top_ids(index: QdrantIndex, version: str, image_id: str, k: int) -> list[str] | None:
+def _top_ids(index: VectorIndex, version: str, image_id: str, k: int) -> list[str] | None:
     record = index.get(version, image_id, with_vector=True)
     if record is None:
         return None
@@ -64,7 +64,7 @@ def _top_ids(index: QdrantIndex, version: str, image_id: str, k: int) -> list[st
 
 
 def agreement(
-    index: QdrantIndex,
+    index: VectorIndex,
     serving: str,
     candidate: str,
     recent: RecentSearches,

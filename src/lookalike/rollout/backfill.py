@@ -33,7 +33,7 @@ import torch
 from ..encoders.base import Encoder
 from ..errors import ImageRejected
 from ..images import decode_image
-from ..index import IndexPoint, QdrantIndex
+from ..index import IndexPoint, VectorIndex
 from ..utc import utcnow_iso
 from .versions import VersionRecord, VersionRegistry
 
@@ -66,7 +66,7 @@ class WriteOutcome:
 class Backfill:
     def __init__(
         self,
-        index: QdrantIndex,
+        index: VectorIndex,
         registry: VersionRegistry,
         source: str,
         target: str,

@@ -21,7 +21,7 @@ from typing import Any
 from ..encoders import Encoder
 from ..errors import InvalidRequest, RolloutError
 from ..executors import WorkerExecutors, retry_with_backoff, run_in
-from ..index import QdrantIndex
+from ..index import VectorIndex
 from ..utc import utcnow_iso
 from .agreement import RecentSearches, agreement
 from .backfill import Backfill, Prepared
@@ -49,7 +49,7 @@ class BackfillInputs:
 class Rollout:
     def __init__(
         self,
-        index: QdrantIndex,
+        index: VectorIndex,
         registry: VersionRegistry,
         models: WorkerModels,
         executors: WorkerExecutors,

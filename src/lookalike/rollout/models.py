@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ..encoders import Encoder, encoder_from_settings
 from ..errors import ConfigurationError
-from ..index import QdrantIndex
+from ..index import VectorIndex
 from ..settings import Settings
 from .versions import VersionRecord, VersionRegistry
 
@@ -25,7 +25,7 @@ class WorkerModels:
     def __init__(
         self,
         settings: Settings,
-        index: QdrantIndex,
+        index: VectorIndex,
         registry: VersionRegistry,
         *,
         injected: Encoder | None = None,
@@ -41,7 +41,7 @@ class WorkerModels:
 
     def open(self) -> None:
         """Blocking: register the first serving version of an empty index, then load the
-        encoder of every written version."""
+        encoder of every written version (not warmed up yet: see :meth:`warm_up`)."""
         if self.registry.serving() is None:
             self._bootstrap()
         for record in self.registry.written():
@@ -60,18 +60,30 @@ class WorkerModels:
                 self.settings.encoder,
             )
 
-    def load(self, spec: str) -> Encoder:
-        """Blocking: build and warm up the encoder ``spec`` (a name or a .pt path)."""
+    def load(self, spec: str, warm: bool = True) -> Encoder:
+        """Blocking: build (and warm up) the encoder ``spec`` (a name or a .pt path)."""
         if self._loader is not None:
             return self._loader(spec)
         model = encoder_from_settings(self.settings, spec)
+        if warm:
+            self._warm(model)
+        return model
+
+    def warm_up(self) -> None:
+        """Blocking: compile and warm every loaded encoder. The worker runs this on the model
+        thread while it joins its consumer group: batches queue behind it on that thread, and a
+        search that needs an encoder waits on the encoder's own lock, so nothing runs cold."""
+        for model in list(self.encoders.values()):
+            self._warm(model)
+
+    @staticmethod
+    def _warm(model: Encoder) -> None:
         started = time.perf_counter()
         model.warm_up()
         log.info("encoder %s warmed up in %.1fs", model.version, time.perf_counter() - started)
-        return model
 
     def encoder_for(self, record: VersionRecord) -> Encoder:
-        model = self._injected.get(record.version) or self.load(record.encoder)
+        model = self._injected.get(record.version) or self.load(record.encoder, warm=False)
         if model.version != record.version:
             raise ConfigurationError(
                 f"model version {record.version} was built with encoder {record.encoder!r}, "
@@ -87,7 +99,9 @@ class WorkerModels:
 
     def _bootstrap(self) -> None:
         """An index without a registry: the configured encoder becomes the serving version."""
-        first = next(iter(self._injected.values()), None) or self.load(self.settings.encoder)
+        first = next(iter(self._injected.values()), None) or self.load(
+            self.settings.encoder, warm=False
+        )
         alias = self.index.serving_version()
         if alias is not None and alias != first.version:
             raise ConfigurationError(

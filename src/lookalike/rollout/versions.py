@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ..errors import RolloutError
-from ..index import QdrantIndex
+from ..index import VectorIndex
 from ..utc import utcnow_iso
 
 State = Literal["serving", "candidate", "previous", "retired", "aborted"]
@@ -51,7 +51,7 @@ class VersionRecord:
 
 
 class VersionRegistry:
-    def __init__(self, index: QdrantIndex) -> None:
+    def __init__(self, index: VectorIndex) -> None:
         self.records = index.records("versions", key_field="version")
 
     # --- reading -------------------------------------------------------------------------------

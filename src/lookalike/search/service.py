@@ -14,7 +14,7 @@ from typing import Any
 from ..encoders import Encoder
 from ..errors import InvalidRequest, NotFound, NotReady
 from ..images import BlobStore, decode_image
-from ..index import QdrantIndex
+from ..index import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class SearchService:
     def __init__(
         self,
         encoder: Encoder,
-        index: QdrantIndex,
+        index: VectorIndex,
         max_pixels: int,
         query_images: BlobStore | None = None,
         encoders: MutableMapping[str, Encoder] | None = None,

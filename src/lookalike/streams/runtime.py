@@ -133,7 +133,8 @@ class Runtime:
             self.encoder.version,
             self.encoder.dim,
             ValidationSettings.from_settings(self.settings),
-            in_memory=self.settings.qdrant_url is None,
+            worker=self.settings.worker_name,
+            shared=self.settings.qdrant_url is not None,
         )
 
     def retarget(self) -> None:
@@ -174,6 +175,7 @@ class Runtime:
             "serving_version": index.serving_version(),
             "encoder": self.encoder.describe(),
             "indexed": {v: index.count(v) for v in index.versions()},
+            "index": index.describe(),
             "versions": [
                 {k: v for k, v in r.as_dict().items() if k not in ("backfill", "evaluation")}
                 for r in self.registry.all()

@@ -53,6 +53,14 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     check_exposure(settings)  # before anything starts: refuse an open API off loopback
     check_kafka_security(settings)
     runtime = Runtime(settings)
+    # First job of the model thread: live batches queue behind it while the group is joined.
+    warming = runtime.executors.model.submit(runtime.models.warm_up)
+    warming.add_done_callback(
+        lambda done: (
+            done.exception() is not None
+            and log.error("warming up the encoders failed: %s", done.exception())
+        )
+    )
     watchdog = ExitWatchdog(settings.shutdown_grace)
     lost: list[str] = []
 

@@ -24,7 +24,7 @@ from ..encoders import Encoder
 from ..errors import ConfigurationError, ImageRejected
 from ..events import TrainingPair
 from ..images import BlobStore, ImageFetcher, decode_image, payload_bytes
-from ..index import QdrantIndex
+from ..index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ApiVectors:
 class IndexVectors:
     """Vectors straight from the index (no worker running)."""
 
-    def __init__(self, index: QdrantIndex) -> None:
+    def __init__(self, index: VectorIndex) -> None:
         self.index = index
 
     def _read(

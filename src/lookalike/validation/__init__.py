@@ -2,17 +2,17 @@
 validator, its in-memory evidence, reviews and exemplars, and the calibration behind
 `lookalike validate-eval`."""
 
-from .evidence import Prototypes, VectorMirror
+from .evidence import CategoryEvidence
 from .review import add_exemplar, review_alert
-from .validator import CategoryValidator, Upload, ValidationSettings, Verdict
+from .validator import CategoryValidator, State, Upload, ValidationSettings, Verdict
 
 __all__ = [
+    "CategoryEvidence",
     "CategoryValidator",
-    "Prototypes",
+    "State",
     "Upload",
     "ValidationSettings",
     "Verdict",
-    "VectorMirror",
     "add_exemplar",
     "review_alert",
 ]

@@ -10,18 +10,19 @@ evidence for later ones.
 from __future__ import annotations
 
 import random
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_client import QdrantClient
 from tqdm import tqdm
 
 from ..encoders import Encoder
 from ..errors import ConfigurationError
 from ..evaluation import embed_folder, labelled_images
-from ..index import IndexPoint, QdrantIndex
+from ..index import IndexPoint, VectorIndex
+from ..index.edge import EdgeIndex
 from .validator import CategoryValidator, Upload, ValidationSettings
 
 THRESHOLDS = [round(float(t), 2) for t in np.arange(0.05, 1.0, 0.05)]
@@ -81,37 +82,61 @@ def _replay(
     progress: bool,
 ) -> list[Judged]:
     """The stream, micro-batch by micro-batch: judge against what came before, then index."""
-    index = QdrantIndex(QdrantClient(":memory:"), prefix="validate-eval")
-    index.ensure_collection(encoder.version, encoder.dim)
-    validator = CategoryValidator(
-        index, encoder.version, encoder.dim, settings, load_prototypes=False
-    )
-    judged: list[Judged] = []
-    steps = range(0, len(declared), batch_size)
-    for start in tqdm(steps, desc="validating", unit="batch", disable=not progress):
-        uploads = [
-            Upload(f"img-{i}", f"seller-{i % 50}", declared[i], vectors[i])
-            for i in range(start, min(start + batch_size, len(declared)))
-        ]
-        for upload, verdict in zip(uploads, validator.judge(uploads), strict=True):
-            i = int(upload.image_id.removeprefix("img-"))
-            judged.append(
-                Judged(
-                    i in wrong, verdict.outcome, verdict.predicted, declared[i], verdict.confidence
-                )
+    with tempfile.TemporaryDirectory(prefix="validate-eval-") as folder:
+        index = EdgeIndex(Path(folder), background=False)  # exact k-NN: no HNSW graph built
+        try:
+            index.ensure_collection(encoder.version, encoder.dim)
+            validator = CategoryValidator(
+                index, encoder.version, encoder.dim, settings, load_prototypes=False
             )
-        index.upsert(
-            encoder.version,
-            [
-                IndexPoint(
-                    u.image_id,
-                    u.vector,
-                    {"image_id": u.image_id, "category": u.category, "seller_id": u.seller_id},
+            batches = range(0, len(declared), batch_size)
+            return [
+                judged
+                for start in tqdm(batches, desc="validating", unit="batch", disable=not progress)
+                for judged in _judge_batch(
+                    index, validator, vectors, declared, wrong, range(start, start + batch_size)
                 )
-                for u in uploads
-            ],
+            ]
+        finally:
+            index.close()
+
+
+def _judge_batch(
+    index: VectorIndex,
+    validator: CategoryValidator,
+    vectors: np.ndarray,
+    declared: list[str],
+    wrong: set[int],
+    rows: range,
+) -> list[Judged]:
+    """One micro-batch: judged against what came before it, then indexed."""
+    uploads = [
+        Upload(f"img-{i}", f"seller-{i % 50}", declared[i], vectors[i])
+        for i in rows
+        if i < len(declared)
+    ]
+    judged = [
+        Judged(
+            int(upload.image_id.removeprefix("img-")) in wrong,
+            verdict.outcome,
+            verdict.predicted,
+            upload.category,
+            verdict.confidence,
         )
-        validator.observe(uploads)
+        for upload, verdict in zip(uploads, validator.judge(uploads), strict=True)
+    ]
+    index.upsert(
+        validator.version,
+        [
+            IndexPoint(
+                u.image_id,
+                u.vector,
+                {"image_id": u.image_id, "category": u.category, "seller_id": u.seller_id},
+            )
+            for u in uploads
+        ],
+    )
+    validator.observe(uploads, {})
     return judged
 
 

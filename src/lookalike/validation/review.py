@@ -9,7 +9,7 @@ from typing import Any
 from ..consumers import AlertStore
 from ..encoders import Encoder
 from ..images import decode_image
-from ..index import QdrantIndex
+from ..index import VectorIndex
 from ..utc import utcnow_iso
 from .validator import CategoryValidator
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def review_alert(
     alerts: AlertStore,
-    index: QdrantIndex,
+    index: VectorIndex,
     validator: CategoryValidator | None,
     alert_id: str,
     decision: str,
@@ -33,22 +33,20 @@ def review_alert(
     alerts.review(alert_id, decision, now, note)  # type: ignore[arg-type]
     corrected = False
     if decision == "confirmed":
+        image_id, category = alert["image_id"], alert["predicted_category"]
+        before = validator.states([image_id]).get(image_id) if validator is not None else None
         for version in index.versions():
             corrected |= index.update_payload(
                 version,
-                alert["image_id"],
+                image_id,
                 {
-                    "category": alert["predicted_category"],
+                    "category": category,
                     "declared_category": alert["declared_category"],
                     "category_corrected_at": now,
                 },
             )
         if validator is not None:
-            record = index.get(validator.version, alert["image_id"], with_vector=True)
-            if record is not None:
-                validator.recategorize(
-                    alert["image_id"], alert["predicted_category"], record["vector"]
-                )
+            validator.set_category(image_id, category, before)
     log.info("alert %s %s (index corrected: %s)", alert_id, decision, corrected)
     return {**(alerts.get(alert_id) or {}), "index_corrected": corrected}
 

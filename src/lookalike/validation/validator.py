@@ -1,10 +1,11 @@
 """Category validation: does an upload look like the category its seller declared?
 
-The prediction combines two kinds of evidence, both read from the index:
+The prediction combines two kinds of evidence:
   * neighbours: the top-k most similar catalogue images (never the image itself; optionally not
     the same seller's), each voting for its category with weight similarity**power, plus the
     registered exemplars of each category (one exemplar is enough for a new category);
-  * prototypes: each category's mean vector (its catalogue images and exemplars).
+  * prototypes: each category's mean vector (its catalogue images and exemplars), kept durable
+    and incremental by :mod:`.evidence`.
 An upload is a *mismatch* when another category wins with ``confidence`` = 1 - (score of the
 declared category / score of the winner) >= the threshold: the image must look like the winner
 *and* not like what was declared, so confusable pairs (shirt / t-shirt) rarely accuse anyone.
@@ -15,17 +16,18 @@ no accusation without evidence.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from ..events import Neighbour
-from ..index import Hit, IndexPoint, QdrantIndex
+from ..index import Hit, IndexPoint, VectorIndex
 from ..settings import Settings
-from .evidence import Prototypes, VectorMirror
+from .evidence import CategoryEvidence
 
 log = logging.getLogger(__name__)
 
@@ -75,135 +77,106 @@ class Verdict:
     evidence: list[Neighbour] = field(default_factory=list)
 
 
+#: An image as the validator counts it: (category, vector); None where it does not exist.
+State = tuple[str, np.ndarray] | None
+
+
 class CategoryValidator:
     def __init__(
         self,
-        index: QdrantIndex,
+        index: VectorIndex,
         version: str,
         dim: int,
         settings: ValidationSettings | None = None,
         load_prototypes: bool = True,
-        in_memory: bool = True,
+        worker: str = "local",
+        shared: bool = False,
     ) -> None:
+        """``load_prototypes``: read the version's durable evidence (counting it from the index
+        once if it has none yet); False starts empty (calibration). ``shared``: other workers
+        write the same index (a Qdrant server)."""
         self.index = index
         self.version = version
         self.settings = settings or ValidationSettings()
         index.ensure_exemplars(version, dim)
-        self.prototypes = Prototypes()
-        self._catalogue_counts: dict[str, int] = defaultdict(int)
-        self._exemplar_counts: dict[str, int] = defaultdict(int)
-        # image id -> category, so a re-sent or re-categorised image moves instead of counting twice
-        self._categories: dict[str, str] = {}
-        self._exemplars: dict[str, str] = {}
-        # Exact k-NN in memory when this process owns an embedded index; Qdrant's own search
-        # (HNSW, filters) with a server, where other workers write too.
-        self.mirror = VectorMirror(dim) if in_memory else None
-        if load_prototypes:
-            self._load()
-
-    def _load(self) -> None:
-        """Rebuild prototypes and per-category counts from the index (start-up)."""
-        for payload, vector in self.index.scroll_vectors(self.version):
-            image_id, category = str(payload.get("image_id")), str(payload.get("category"))
-            self._remember(image_id, category, vector)
-            if self.mirror is not None:
-                self.mirror.upsert(image_id, category, payload.get("seller_id"), vector)
-        for payload, vector in self.index.scroll_exemplars(self.version):
-            self._remember_exemplar(
-                str(payload.get("image_id")), str(payload.get("category")), vector
+        store = index.records("evidence", "key", indexed=("version",)) if load_prototypes else None
+        self.prototypes = CategoryEvidence(store, version, dim, worker, shared)
+        if load_prototypes and not self.prototypes.load() and index.count(version):
+            started = time.monotonic()
+            self.prototypes.rebuild(
+                ((str(p.get("category")), v) for p, v in index.scroll_vectors(version)),
+                (),
+            )
+            log.warning(
+                "counted the category evidence of %s from its %d images in %.1fs (once: it is "
+                "kept and updated from now on)",
+                version,
+                index.count(version),
+                time.monotonic() - started,
             )
 
-    def _move(
-        self,
-        known: dict[str, str],
-        counts: dict[str, int],
-        key: str,
-        category: str,
-        vector: np.ndarray,
-    ) -> None:
-        old = known.get(key)
-        if old == category:
-            return
-        if old is not None:
-            # The old vector is not kept: removing the current one is exact for a
-            # re-categorised image and close enough for a replaced one.
-            counts[old] -= 1
-            self.prototypes.remove(old, vector)
-        known[key] = category
-        counts[category] += 1
-        self.prototypes.add(category, vector)
+    # --- what the write step tells it ------------------------------------------------------------
+    def states(self, image_ids: Sequence[str]) -> dict[str, State]:
+        """Blocking. The images as the index holds them now: read before a write changes them."""
+        if not image_ids:
+            return {}
+        payloads = self.index.payloads(self.version, image_ids)
+        vectors = self.index.vectors(self.version, list(payloads))
+        return {
+            image_id: (str(payload.get("category")), vectors[image_id])
+            for image_id, payload in payloads.items()
+            if image_id in vectors
+        }
 
-    def _remember(self, image_id: str, category: str, vector: np.ndarray) -> None:
-        self._move(self._categories, self._catalogue_counts, image_id, category, vector)
-
-    def _remember_exemplar(self, exemplar_id: str, category: str, vector: np.ndarray) -> None:
-        self._move(self._exemplars, self._exemplar_counts, exemplar_id, category, vector)
-
-    def recategorize(self, image_id: str, category: str, vector: np.ndarray) -> None:
-        """A reviewer corrected ``image_id``'s category: move its evidence."""
-        self._remember(image_id, category, np.asarray(vector, dtype=np.float32))
-        if self.mirror is not None:
-            self.mirror.set_category(image_id, category)
-
-    def _vector_of(self, image_id: str) -> np.ndarray | None:
-        if self.mirror is not None:
-            return self.mirror.get(image_id)
-        record = self.index.get(self.version, image_id, with_vector=True)
-        return None if record is None else np.asarray(record["vector"], dtype=np.float32)
-
-    def set_category(self, image_id: str, category: str) -> None:
-        """An attribute change moved ``image_id`` to another category (already in the index)."""
-        vector = self._vector_of(image_id)
-        if vector is not None:
-            self.recategorize(image_id, category, vector)
-
-    def forget(self, image_ids: Sequence[str]) -> None:
-        """Call after ``image_ids`` were removed from the index: their evidence goes too."""
-        for image_id in image_ids:
-            category = self._categories.pop(image_id, None)
-            vector = self.mirror.get(image_id) if self.mirror is not None else None
-            if self.mirror is not None:
-                self.mirror.remove(image_id)
-            if category is not None:
-                self._catalogue_counts[category] -= 1
-                if vector is not None:  # without a mirror the vector is gone: prototype drifts
-                    self.prototypes.remove(category, vector)
-
-    def observe(self, uploads: Sequence[Upload]) -> None:
-        """Call after ``uploads`` were written to the index."""
+    def observe(self, uploads: Sequence[Upload], before: Mapping[str, State]) -> None:
+        """``uploads`` were written to the index; ``before`` is what it held for them."""
+        current = dict(before)
         for upload in uploads:
-            self._remember(upload.image_id, upload.category, upload.vector)
-            if self.mirror is not None:
-                self.mirror.upsert(
-                    upload.image_id, upload.category, upload.seller_id, upload.vector
-                )
+            after = (upload.category, upload.vector)
+            self.prototypes.move(current.get(upload.image_id), after)
+            current[upload.image_id] = after
+        self.prototypes.commit()
+
+    def forget(self, image_ids: Sequence[str], before: Mapping[str, State]) -> None:
+        """``image_ids`` were removed from the index: their evidence goes too."""
+        for image_id in image_ids:
+            self.prototypes.move(before.get(image_id), None)
+        self.prototypes.commit()
+
+    def set_category(self, image_id: str, category: str, before: State) -> None:
+        """``image_id`` moved to ``category`` (an attribute change or a confirmed alert)."""
+        if before is not None and before[0] != category:
+            self.prototypes.move(before, (category, before[1]))
+            self.prototypes.commit()
 
     def support(self, category: str) -> int:
         """Images plus exemplars of ``category`` the validator knows."""
-        return self._catalogue_counts.get(category, 0) + self._exemplar_counts.get(category, 0)
+        return self.prototypes.count(category)
 
     # --- exemplars -------------------------------------------------------------------------
     def add_exemplar(self, exemplar_id: str, category: str, vector: np.ndarray) -> None:
         """Register an example image of ``category``: usable at once, no retraining."""
+        vector = np.asarray(vector, dtype=np.float32)
+        old = self.index.exemplar(self.version, exemplar_id)
         self.index.upsert_exemplar(
             self.version,
             IndexPoint(
                 exemplar_id,
-                np.asarray(vector, dtype=np.float32),
+                vector,
                 {"image_id": exemplar_id, "category": category, "exemplar": True},
             ),
         )
-        self._remember_exemplar(exemplar_id, category, np.asarray(vector, dtype=np.float32))
+        before = None if old is None else (str(old["category"]), old["vector"])
+        self.prototypes.move(before, (category, vector), exemplar=True)
+        self.prototypes.commit()
 
     def exemplar_counts(self) -> dict[str, int]:
-        return dict(self._exemplar_counts)
+        return self.prototypes.exemplar_counts()
 
     # --- judging ---------------------------------------------------------------------------
     def _evidence_for(self, upload: Upload, hits: list[Hit]) -> list[Hit]:
-        """Drop the image itself (and, if asked, its seller's images) from the neighbours.
-
-        Done here rather than with a query filter: embedded Qdrant evaluates filters point by
-        point in Python (measured 10x slower than the unfiltered search at 1,500 points)."""
+        """Drop the image itself (and, if asked, its seller's images) from the neighbours: an
+        over-fetched unfiltered k-NN, so the whole batch is one engine call."""
         kept = [
             h
             for h in hits
@@ -223,19 +196,13 @@ class CategoryValidator:
         # Over-fetch: the image itself (a replaced image) or its seller's images are dropped.
         fetch = k * 3 if self.settings.exclude_same_seller else k + 1
         fields = ("image_id", "category", "seller_id")
+        found = self.index.search_many(self.version, vectors, fetch, payload_fields=fields)
         catalogue = [
-            self._evidence_for(upload, hits)
-            for upload, hits in zip(
-                uploads,
-                self.mirror.search(np.stack(vectors), fetch)
-                if self.mirror is not None
-                else self.index.search_many(self.version, vectors, fetch, payload_fields=fields),
-                strict=True,
-            )
+            self._evidence_for(upload, hits) for upload, hits in zip(uploads, found, strict=True)
         ]
         exemplars = (
             self.index.search_exemplars(self.version, vectors, k)
-            if self._exemplars
+            if self.prototypes.exemplar_counts()
             else [[] for _ in uploads]
         )
 
@@ -247,7 +214,7 @@ class CategoryValidator:
     def _verdict(self, upload: Upload, hits: list[Hit], exemplar_hits: list[Hit]) -> Verdict:
         s = self.settings
         neighbours = [(h, False) for h in hits] + [(h, True) for h in exemplar_hits]
-        if self.support(upload.category) < s.min_examples and not self._exemplar_counts.get(
+        if self.support(upload.category) < s.min_examples and not self.prototypes.exemplars(
             upload.category
         ):
             return Verdict("cannot_judge", upload.category, None, 0.0)

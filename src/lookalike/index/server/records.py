@@ -1,25 +1,35 @@
-"""Small payload-only record stores beside the vector spaces: per-image clocks and tombstones,
-the model-version registry. One record per key (a point without a vector), in the same Qdrant
-as the versions, so they are durable and shared by every worker that points at it.
-"""
+"""Record stores on a Qdrant server: one payload-only collection per kind (a point without a
+vector per record), in the same Qdrant as the versions, so they are durable and shared by every
+worker that points at it."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from .points import field_filter, point_id
+from ..base import point_id
 
 
-class RecordStore:
+def field_filter(key: str, value: str) -> models.Filter:
+    """Exact match of one payload field."""
+    return models.Filter(
+        must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))]
+    )
+
+
+class QdrantRecordStore:
     """Records keyed by a string, each a JSON-able dict that holds its own key under
     ``key_field``. Every call holds the index's lock (made by :meth:`QdrantIndex.records`)."""
 
     def __init__(
-        self, client: QdrantClient, lock: threading.RLock, collection: str, key_field: str
+        self,
+        client: QdrantClient,
+        lock: AbstractContextManager[Any],
+        collection: str,
+        key_field: str,
     ) -> None:
         self._client = client
         self._lock = lock
@@ -52,6 +62,23 @@ class RecordStore:
         with self._lock:
             records, _ = self._client.scroll(self.collection, limit=limit, with_payload=True)
         return [dict(r.payload or {}) for r in records]
+
+    def find(self, key: str, value: str) -> list[dict[str, Any]]:
+        """Every record whose field ``key`` equals ``value``."""
+        found: list[dict[str, Any]] = []
+        offset = None
+        while True:
+            with self._lock:
+                records, offset = self._client.scroll(
+                    self.collection,
+                    scroll_filter=field_filter(key, value),
+                    limit=1024,
+                    offset=offset,
+                    with_payload=True,
+                )
+            found.extend(dict(r.payload or {}) for r in records)
+            if offset is None:
+                return found
 
     def count(self, key: str, value: str) -> int:
         """Records whose field ``key`` equals ``value``."""

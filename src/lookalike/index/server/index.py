@@ -1,10 +1,14 @@
-"""The vector index on Qdrant (embedded local mode under the data dir, or a server).
+"""The index on a Qdrant server, through qdrant-client.
 
 One collection per model version (``{prefix}-{version}``), read through the serving alias
-(``{prefix}-serving``) so a new version can be built beside the old one and switched atomically.
-Beside them: the exemplar collections of category validation (``exemplars-{prefix}-{version}``)
-and payload-only record stores (``clocks-{prefix}``, ``versions-{prefix}``). Every call to
-Qdrant goes through this class and its lock (embedded local mode is not thread-safe).
+(``{prefix}-serving``), so a new version is built beside the old one and switched with one
+atomic alias operation. Beside them: the exemplar collections of category validation
+(``exemplars-{prefix}-{version}``) and payload-only record stores (``{kind}-{prefix}``).
+
+qdrant-client's local mode (``QdrantClient(path=...)`` or ``":memory:"``) speaks the same client
+API and stands in for a server in tests. It is not thread-safe, so calls are serialised by a
+lock unless the client talks to a real server (``serialise=False``, which ``from_settings``
+sets), where concurrent reads are the server's job.
 """
 
 from __future__ import annotations
@@ -12,53 +16,65 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from ..errors import ConfigurationError
-from ..settings import Settings
-from .points import FILTERABLE_FIELDS, Hit, IndexPoint, build_filter, field_filter, point_id
-from .records import RecordStore
+from ..base import (
+    FILTERABLE_FIELDS,
+    Hit,
+    IndexPoint,
+    Quantization,
+    check_conditions,
+    point_id,
+    without,
+)
+from .records import QdrantRecordStore, field_filter
 
 log = logging.getLogger(__name__)
 
+#: Filters matching fewer points than this are answered exactly from the payload index (the
+#: planner's full-scan threshold, in KB of vectors, is derived from it); larger ones by HNSW.
+EXACT_MAX_POINTS = 5_000
 
-def open_index(settings: Settings) -> QdrantIndex:
-    """The index the settings point at, with a clear error when another process holds it."""
-    try:
-        return QdrantIndex.from_settings(settings)
-    except RuntimeError as exc:
-        if "already accessed" in str(exc):
-            raise ConfigurationError(
-                f"{settings.qdrant_path} is open in another process (embedded Qdrant allows one): "
-                "stop the other lookalike worker, or give this one another --data-dir"
-            ) from None
-        raise
+
+def build_filter(conditions: Mapping[str, Any] | None) -> models.Filter | None:
+    """{"category": "shoes", "seller_id": ["a", "b"]} -> a Qdrant filter (lists mean any-of)."""
+    must: list[models.Condition] = []
+    for key, value in check_conditions(conditions).items():
+        match = (
+            models.MatchAny(any=list(value))
+            if isinstance(value, list)
+            else models.MatchValue(value=value)
+        )
+        must.append(models.FieldCondition(key=key, match=match))
+    return models.Filter(must=must) if must else None
 
 
 class QdrantIndex:
-    """Thread-safe facade over a QdrantClient."""
-
-    def __init__(self, client: QdrantClient, prefix: str = "lookalike") -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        prefix: str = "lookalike",
+        *,
+        quantization: Quantization = "none",
+        serialise: bool = True,
+    ) -> None:
         self.client = client
         self.prefix = prefix
-        self._lock = threading.RLock()
-
-    @property
-    def lock(self) -> threading.RLock:
-        """Held around every client call."""
-        return self._lock
+        self.quantization = quantization
+        self._lock: AbstractContextManager[Any] = threading.RLock() if serialise else nullcontext()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> QdrantIndex:
-        if settings.qdrant_url:
-            client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-        else:
-            settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-            client = QdrantClient(path=str(settings.qdrant_path))
-        return cls(client, settings.collection_prefix)
+    def connect(cls, url: str, api_key: str | None, prefix: str, quantization: Quantization):
+        return cls(
+            QdrantClient(url=url, api_key=api_key),
+            prefix,
+            quantization=quantization,
+            serialise=False,
+        )
 
     # --- names ---------------------------------------------------------------------------------
     @property
@@ -74,11 +90,14 @@ class QdrantIndex:
     def _version_of(self, collection: str) -> str:
         return collection.removeprefix(f"{self.prefix}-")
 
-    def records(self, kind: str, key_field: str) -> RecordStore:
+    def records(self, kind: str, key_field: str, indexed: Sequence[str] = ()) -> QdrantRecordStore:
         """The payload-only store ``{kind}-{prefix}`` (e.g. clocks, versions)."""
         name = f"{kind}-{self.prefix}"
-        self._ensure(name, None)
-        return RecordStore(self.client, self._lock, name, key_field)
+        self._ensure(name, None, indexed)
+        return QdrantRecordStore(self.client, self._lock, name, key_field)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "qdrant-server", "quantization": self.quantization}
 
     # --- collections and alias -------------------------------------------------------------------
     def _ensure(self, name: str, dim: int | None, keyword_indexes: Sequence[str] = ()) -> None:
@@ -86,10 +105,29 @@ class QdrantIndex:
         vectors: models.VectorParams | dict = (
             models.VectorParams(size=dim, distance=models.Distance.COSINE) if dim else {}
         )
+        quantization = (
+            models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(
+                    type=models.ScalarType.INT8, quantile=0.99, always_ram=True
+                )
+            )
+            if dim and self.quantization == "int8"
+            else None
+        )
+        hnsw = (
+            models.HnswConfigDiff(full_scan_threshold=max(1, EXACT_MAX_POINTS * dim * 4 // 1024))
+            if dim
+            else None
+        )
         with self._lock:
             if self.client.collection_exists(name):
                 return
-            self.client.create_collection(name, vectors_config=vectors)
+            self.client.create_collection(
+                name,
+                vectors_config=vectors,
+                hnsw_config=hnsw,
+                quantization_config=quantization,
+            )
             for key in keyword_indexes:  # used by a Qdrant server; ignored by local mode
                 self.client.create_payload_index(name, key, models.PayloadSchemaType.KEYWORD)
         log.info("created collection %s%s", name, f" ({dim} dims)" if dim else "")
@@ -98,7 +136,7 @@ class QdrantIndex:
         self._ensure(self.collection_name(version), dim, FILTERABLE_FIELDS)
 
     def ensure_exemplars(self, version: str, dim: int) -> None:
-        self._ensure(self.exemplar_collection(version), dim)
+        self._ensure(self.exemplar_collection(version), dim, ("category",))
 
     def drop_version(self, version: str) -> None:
         """Delete a version's collection, if it exists."""
@@ -182,31 +220,30 @@ class QdrantIndex:
         return True
 
     # --- reading points --------------------------------------------------------------------------
-    def get(self, version: str, image_id: str, with_vector: bool = False) -> dict[str, Any] | None:
+    def _retrieve(
+        self, collection: str, image_ids: Sequence[str], with_vector: bool
+    ) -> list[models.Record]:
         with self._lock:
-            records = self.client.retrieve(
-                self.collection_name(version),
-                ids=[point_id(image_id)],
+            if not self.client.collection_exists(collection):
+                return []
+            return self.client.retrieve(
+                collection,
+                ids=[point_id(i) for i in image_ids],
                 with_payload=True,
                 with_vectors=with_vector,
             )
-        if not records:
-            return None
-        record = records[0]
-        result: dict[str, Any] = dict(record.payload or {})
-        if with_vector:
-            result["vector"] = record.vector
-        return result
+
+    def get(self, version: str, image_id: str, with_vector: bool = False) -> dict[str, Any] | None:
+        records = self._retrieve(self.collection_name(version), [image_id], with_vector)
+        return _record(records[0], with_vector) if records else None
+
+    def exemplar(self, version: str, exemplar_id: str) -> dict[str, Any] | None:
+        records = self._retrieve(self.exemplar_collection(version), [exemplar_id], True)
+        return _record(records[0], True) if records else None
 
     def vectors(self, version: str, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of the given images (those indexed under ``version``)."""
-        with self._lock:
-            records = self.client.retrieve(
-                self.collection_name(version),
-                ids=[point_id(i) for i in image_ids],
-                with_payload=["image_id"],
-                with_vectors=True,
-            )
+        records = self._retrieve(self.collection_name(version), image_ids, True)
         return {
             str((r.payload or {})["image_id"]): np.asarray(r.vector, dtype=np.float32)
             for r in records
@@ -214,10 +251,7 @@ class QdrantIndex:
 
     def payloads(self, version: str, image_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Stored records (payloads) of the given images, in one request."""
-        with self._lock:
-            records = self.client.retrieve(
-                self.collection_name(version), ids=[point_id(i) for i in image_ids]
-            )
+        records = self._retrieve(self.collection_name(version), image_ids, False)
         return {str((r.payload or {})["image_id"]): dict(r.payload or {}) for r in records}
 
     def held(self, version: str, image_ids: Sequence[str]) -> set[str]:
@@ -229,6 +263,51 @@ class QdrantIndex:
             )
         return {ids[str(r.id)] for r in records}
 
+    def _params(self, positive_filter: bool, exact: bool = False) -> models.SearchParams:
+        if exact:
+            return models.SearchParams(exact=True)
+        return models.SearchParams(
+            # ACORN keeps a filtered HNSW search from coming back short (qdrant/qdrant#3094).
+            acorn=models.AcornSearchParams(enable=True) if positive_filter else None,
+            quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
+            if self.quantization == "int8"
+            else None,
+        )
+
+    def _query(
+        self,
+        collection: str,
+        vector: np.ndarray | Sequence[float],
+        limit: int,
+        query_filter: models.Filter | None,
+        payload: bool | Sequence[str] = True,
+    ) -> list[Hit]:
+        """A search that returns ``limit`` hits whenever that many match: re-run exactly if the
+        approximate answer came back short."""
+        query = np.asarray(vector, dtype=np.float32).tolist()
+        with_payload = list(payload) if not isinstance(payload, bool) else payload
+        with self._lock:
+            if not self.client.collection_exists(collection):
+                return []
+            points = self.client.query_points(
+                collection,
+                query=query,
+                limit=limit,
+                query_filter=query_filter,
+                search_params=self._params(query_filter is not None),
+                with_payload=with_payload,
+            ).points
+            if len(points) < limit and self._count(collection, query_filter) > len(points):
+                points = self.client.query_points(
+                    collection,
+                    query=query,
+                    limit=limit,
+                    query_filter=query_filter,
+                    search_params=self._params(False, exact=True),
+                    with_payload=with_payload,
+                ).points
+        return [_hit(p) for p in points]
+
     def search(
         self,
         version: str,
@@ -237,31 +316,25 @@ class QdrantIndex:
         conditions: Mapping[str, Any] | None = None,
         exclude_image_ids: Iterable[str] = (),
     ) -> list[Hit]:
-        query_filter = build_filter(conditions, exclude_image_ids)
-        with self._lock:
-            response = self.client.query_points(
-                self.collection_name(version),
-                query=np.asarray(vector, dtype=np.float32).tolist(),
-                limit=k,
-                query_filter=query_filter,
-                with_payload=True,
-            )
-        return [_hit(p) for p in response.points]
+        excluded = list(exclude_image_ids)
+        hits = self._query(
+            self.collection_name(version), vector, k + len(excluded), build_filter(conditions)
+        )
+        return without(hits, excluded, k)
 
-    def _search_many(
-        self,
-        collection: str,
-        vectors: Sequence[np.ndarray],
-        k: int,
-        payload_fields: Sequence[str] | None,
+    def _query_many(
+        self, collection: str, vectors: Sequence[np.ndarray], k: int, fields: Sequence[str] | None
     ) -> list[list[Hit]]:
+        """One batched request; any answer that came back short is re-run exactly."""
         if not vectors:
             return []
+        with_payload = list(fields) if fields else True
         requests = [
             models.QueryRequest(
                 query=np.asarray(v, dtype=np.float32).tolist(),
                 limit=k,
-                with_payload=list(payload_fields) if payload_fields else True,
+                params=self._params(False),
+                with_payload=with_payload,
             )
             for v in vectors
         ]
@@ -269,7 +342,12 @@ class QdrantIndex:
             if not self.client.collection_exists(collection):
                 return [[] for _ in vectors]
             responses = self.client.query_batch_points(collection, requests=requests)
-        return [[_hit(p) for p in response.points] for response in responses]
+        results = [[_hit(p) for p in r.points] for r in responses]
+        short = [i for i, hits in enumerate(results) if len(hits) < k]
+        if short and self._count(collection) > min(len(results[i]) for i in short):
+            for i in short:
+                results[i] = self._query(collection, vectors[i], k, None, with_payload)
+        return results
 
     def search_many(
         self,
@@ -278,14 +356,14 @@ class QdrantIndex:
         k: int,
         payload_fields: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
-        """One batched request for several queries."""
-        return self._search_many(self.collection_name(version), vectors, k, payload_fields)
+        """One batched request for several unfiltered queries."""
+        return self._query_many(self.collection_name(version), vectors, k, payload_fields)
 
     def search_exemplars(
         self, version: str, vectors: Sequence[np.ndarray], k: int
     ) -> list[list[Hit]]:
         fields = ("image_id", "category", "seller_id")
-        return self._search_many(self.exemplar_collection(version), vectors, k, fields)
+        return self._query_many(self.exemplar_collection(version), vectors, k, fields)
 
     def scroll(
         self, version: str, cursor: str | None, limit: int
@@ -303,28 +381,20 @@ class QdrantIndex:
         payloads = [dict(r.payload or {}) for r in records]
         return payloads, str(next_cursor) if next_cursor is not None else None
 
-    def _scroll_vectors(
-        self, collection: str, batch: int = 256
-    ) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
-        offset = None
+    def scroll_vectors(self, version: str) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+        """(payload, vector) of every point of ``version``."""
+        collection, offset = self.collection_name(version), None
         while True:
             with self._lock:
                 if not self.client.collection_exists(collection):
                     return
                 records, offset = self.client.scroll(
-                    collection, limit=batch, offset=offset, with_payload=True, with_vectors=True
+                    collection, limit=256, offset=offset, with_payload=True, with_vectors=True
                 )
             for record in records:
                 yield record.payload or {}, np.asarray(record.vector, dtype=np.float32)
             if offset is None:
                 return
-
-    def scroll_vectors(self, version: str) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
-        """(payload, vector) of every point of ``version``."""
-        return self._scroll_vectors(self.collection_name(version))
-
-    def scroll_exemplars(self, version: str) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
-        return self._scroll_vectors(self.exemplar_collection(version))
 
     def image_ids(self, version: str) -> set[str]:
         """Every image id a version holds (a payload-only scroll)."""
@@ -362,3 +432,10 @@ class QdrantIndex:
 def _hit(point: models.ScoredPoint) -> Hit:
     payload = point.payload or {}
     return Hit(str(payload.get("image_id")), point.score, payload)
+
+
+def _record(record: models.Record, with_vector: bool) -> dict[str, Any]:
+    result: dict[str, Any] = dict(record.payload or {})
+    if with_vector:
+        result["vector"] = list(record.vector)
+    return result

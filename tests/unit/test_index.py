@@ -1,4 +1,5 @@
-"""Unit tests for lookalike.consumers.qdrant_index against a real embedded Qdrant."""
+"""The index interface on both backends (the embedded engine and the Qdrant-server code path):
+the same calls, the same answers. Server-only mechanics (collections, the alias) at the end."""
 
 from __future__ import annotations
 
@@ -8,17 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from backends import BACKENDS, open_backend, reopen
 from qdrant_client import QdrantClient, models
 
 from lookalike.errors import InvalidRequest
-from lookalike.index import (
-    FILTERABLE_FIELDS,
-    Hit,
-    IndexPoint,
-    QdrantIndex,
-    build_filter,
-    point_id,
-)
+from lookalike.index import FILTERABLE_FIELDS, Hit, IndexPoint, QdrantIndex, VectorIndex, point_id
+from lookalike.index.server import build_filter
 
 # Payload indexes are a no-op in local mode; ensure_collection creates them for a server.
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -36,8 +32,18 @@ def point(image_id: str, vector: np.ndarray, **payload: object) -> IndexPoint:
     return IndexPoint(image_id, vector, {"image_id": image_id, **payload})
 
 
+@pytest.fixture(params=BACKENDS)
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
+    idx = open_backend(request.param, tmp_path)
+    idx.ensure_collection(V1, DIM)
+    try:
+        yield idx
+    finally:
+        idx.close()
+
+
 @pytest.fixture
-def index() -> Iterator[QdrantIndex]:
+def server() -> Iterator[QdrantIndex]:
     idx = QdrantIndex(QdrantClient(":memory:"), prefix="test")
     idx.ensure_collection(V1, DIM)
     try:
@@ -47,7 +53,7 @@ def index() -> Iterator[QdrantIndex]:
 
 
 @pytest.fixture
-def filled(index: QdrantIndex) -> QdrantIndex:
+def filled(index: VectorIndex) -> VectorIndex:
     index.upsert(
         V1,
         [
@@ -74,35 +80,54 @@ def test_point_id_deterministic_uuid() -> None:
 # --- collections and the serving alias ------------------------------------------------------
 
 
-def test_names(index: QdrantIndex) -> None:
-    assert index.collection_name(V1) == f"test-{V1}"
-    assert index.serving_alias == "test-serving"
+def test_names(server: QdrantIndex) -> None:
+    assert server.collection_name(V1) == f"test-{V1}"
+    assert server.serving_alias == "test-serving"
 
 
-def test_ensure_collection_idempotent(index: QdrantIndex) -> None:
+def test_ensure_collection_idempotent(index: VectorIndex) -> None:
     index.upsert(V1, [point("a", unit(1, 0, 0, 0))])
     index.ensure_collection(V1, DIM)  # again: must neither fail nor wipe the collection
     index.ensure_collection(V1, DIM)
     assert index.count(V1) == 1
-    info = index.client.get_collection(index.collection_name(V1))
-    assert info.config.params.vectors.size == DIM  # type: ignore[union-attr]
     assert index.versions() == [V1]
 
 
-def test_versions_lists_only_own_prefix(index: QdrantIndex) -> None:
-    index.ensure_collection(V2, DIM)
-    index.client.create_collection(
+def test_collection_holds_the_version_dim(server: QdrantIndex) -> None:
+    info = server.client.get_collection(server.collection_name(V1))
+    assert info.config.params.vectors.size == DIM  # type: ignore[union-attr]
+
+
+def test_versions_lists_only_own_prefix(server: QdrantIndex) -> None:
+    server.ensure_collection(V2, DIM)
+    server.client.create_collection(
         "unrelated", vectors_config=models.VectorParams(size=2, distance=models.Distance.COSINE)
     )
-    assert index.versions() == sorted([V1, V2])
+    assert server.versions() == sorted([V1, V2])
 
 
-def test_count_of_missing_version_is_zero(index: QdrantIndex) -> None:
+def test_count_of_missing_version_is_zero(index: VectorIndex) -> None:
     assert index.count("never-created") == 0
     assert index.count(V1) == 0
 
 
-def test_serving_alias_switch(index: QdrantIndex) -> None:
+def test_serving_pointer_switch(index: VectorIndex) -> None:
+    index.ensure_collection(V2, DIM)
+    index.upsert(V1, [point("old", unit(1, 0, 0, 0))])
+    index.upsert(V2, [point("new", unit(1, 0, 0, 0))])
+    assert index.serving_version() is None
+    index.set_serving(V1)
+    assert index.serving_version() == V1
+    assert [h.image_id for h in index.search(V1, unit(1, 0, 0, 0), k=5)] == ["old"]
+    index.set_serving(V2)
+    assert index.serving_version() == V2
+    index.set_serving(V2)  # idempotent
+    assert index.serving_version() == V2
+    assert index.versions() == sorted([V1, V2])  # the pointer is not a version
+
+
+def test_serving_alias_switch(server: QdrantIndex) -> None:
+    index = server
     index.ensure_collection(V2, DIM)
     index.upsert(V1, [point("old", unit(1, 0, 0, 0))])
     index.upsert(V2, [point("new", unit(1, 0, 0, 0))])
@@ -125,14 +150,15 @@ def test_serving_alias_switch(index: QdrantIndex) -> None:
     assert index.versions() == sorted([V1, V2])  # the alias is not a version
 
 
-def test_set_serving_to_missing_collection_keeps_old_alias(index: QdrantIndex) -> None:
+def test_set_serving_to_missing_collection_keeps_old_alias(index: VectorIndex) -> None:
     index.set_serving(V1)
     with pytest.raises(Exception):  # noqa: B017 - the client's own error type
         index.set_serving("does-not-exist")
     assert index.serving_version() == V1
 
 
-def test_two_prefixes_share_a_client(index: QdrantIndex) -> None:
+def test_two_prefixes_share_a_client(server: QdrantIndex) -> None:
+    index = server
     other = QdrantIndex(index.client, prefix="other")
     other.ensure_collection(V2, DIM)
     other.set_serving(V2)
@@ -145,7 +171,7 @@ def test_two_prefixes_share_a_client(index: QdrantIndex) -> None:
 # --- points ---------------------------------------------------------------------------------
 
 
-def test_upsert_same_image_twice_overwrites(index: QdrantIndex) -> None:
+def test_upsert_same_image_twice_overwrites(index: VectorIndex) -> None:
     index.upsert(V1, [point("a", unit(1, 0, 0, 0), category="shoes")])
     index.upsert(V1, [point("a", unit(0, 1, 0, 0), category="bags")])
     assert index.count(V1) == 1
@@ -155,13 +181,13 @@ def test_upsert_same_image_twice_overwrites(index: QdrantIndex) -> None:
     np.testing.assert_allclose(record["vector"], unit(0, 1, 0, 0), atol=1e-6)
 
 
-def test_upsert_empty_is_noop(index: QdrantIndex) -> None:
+def test_upsert_empty_is_noop(index: VectorIndex) -> None:
     index.upsert(V1, [])
     index.upsert("no-such-collection", [])  # not even a call to Qdrant
     assert index.count(V1) == 0
 
 
-def test_get(filled: QdrantIndex) -> None:
+def test_get(filled: VectorIndex) -> None:
     record = filled.get(V1, "c")
     assert record == {"image_id": "c", "category": "bags", "seller_id": "s1", "listing_id": "l3"}
     assert "vector" not in record
@@ -171,7 +197,7 @@ def test_get(filled: QdrantIndex) -> None:
     assert filled.get(V1, "nope") is None
 
 
-def test_search_nearest_first(filled: QdrantIndex) -> None:
+def test_search_nearest_first(filled: VectorIndex) -> None:
     hits = filled.search(V1, unit(1, 0, 0, 0), k=5)
     assert [h.image_id for h in hits] == ["a", "b", "c", "d", "e"]
     scores = [h.score for h in hits]
@@ -181,42 +207,42 @@ def test_search_nearest_first(filled: QdrantIndex) -> None:
     assert hits[1].payload["category"] == "shoes"
 
 
-def test_search_k_limits(filled: QdrantIndex) -> None:
+def test_search_k_limits(filled: VectorIndex) -> None:
     assert [h.image_id for h in filled.search(V1, [0, 1, 0, 0], k=2)] == ["d", "c"]
 
 
-def test_search_accepts_unnormalised_query(filled: QdrantIndex) -> None:
+def test_search_accepts_unnormalised_query(filled: VectorIndex) -> None:
     assert filled.search(V1, [10.0, 0, 0, 0], k=1)[0].image_id == "a"
 
 
-def test_search_category_filter(filled: QdrantIndex) -> None:
+def test_search_category_filter(filled: VectorIndex) -> None:
     hits = filled.search(V1, unit(1, 0, 0, 0), k=10, conditions={"category": "bags"})
     assert [h.image_id for h in hits] == ["c", "d"]
 
 
 @pytest.mark.parametrize("values", [["bags", "hats"], ("bags", "hats")], ids=["list", "tuple"])
-def test_search_any_of_filter(filled: QdrantIndex, values: object) -> None:
+def test_search_any_of_filter(filled: VectorIndex, values: object) -> None:
     hits = filled.search(V1, unit(1, 0, 0, 0), k=10, conditions={"category": values})
     assert [h.image_id for h in hits] == ["c", "d", "e"]
 
 
-def test_search_combined_filters_and(filled: QdrantIndex) -> None:
+def test_search_combined_filters_and(filled: VectorIndex) -> None:
     hits = filled.search(
         V1, unit(1, 0, 0, 0), k=10, conditions={"seller_id": ["s1", "s2"], "category": "shoes"}
     )
     assert [h.image_id for h in hits] == ["a", "b"]
 
 
-def test_search_none_condition_ignored(filled: QdrantIndex) -> None:
+def test_search_none_condition_ignored(filled: VectorIndex) -> None:
     hits = filled.search(V1, unit(1, 0, 0, 0), k=10, conditions={"category": None})
     assert len(hits) == 5
 
 
-def test_search_no_match(filled: QdrantIndex) -> None:
+def test_search_no_match(filled: VectorIndex) -> None:
     assert filled.search(V1, unit(1, 0, 0, 0), conditions={"category": "boats"}) == []
 
 
-def test_search_exclude_ids(filled: QdrantIndex) -> None:
+def test_search_exclude_ids(filled: VectorIndex) -> None:
     hits = filled.search(V1, unit(1, 0, 0, 0), k=10, exclude_image_ids=["a", "c"])
     assert [h.image_id for h in hits] == ["b", "d", "e"]
     hits = filled.search(
@@ -225,7 +251,7 @@ def test_search_exclude_ids(filled: QdrantIndex) -> None:
     assert [h.image_id for h in hits] == ["b"]
 
 
-def test_unknown_filter_field(filled: QdrantIndex) -> None:
+def test_unknown_filter_field(filled: VectorIndex) -> None:
     with pytest.raises(InvalidRequest) as info:
         filled.search(V1, unit(1, 0, 0, 0), conditions={"price": 3})
     assert "price" in str(info.value)
@@ -239,7 +265,7 @@ def test_build_filter_empty() -> None:
     assert build_filter({"category": None}) is None
 
 
-def test_delete(filled: QdrantIndex) -> None:
+def test_delete(filled: VectorIndex) -> None:
     filled.delete(V1, ["a", "b", "never-indexed"])
     assert filled.count(V1) == 3
     assert filled.get(V1, "a") is None
@@ -248,7 +274,7 @@ def test_delete(filled: QdrantIndex) -> None:
     assert filled.count(V1) == 3
 
 
-def test_versions_are_isolated(index: QdrantIndex) -> None:
+def test_versions_are_isolated(index: VectorIndex) -> None:
     index.ensure_collection(V2, 3)
     index.upsert(V1, [point("a", unit(1, 0, 0, 0))])
     index.upsert(V2, [point("a", unit(1, 0, 0)), point("b", unit(0, 1, 0))])
@@ -264,16 +290,14 @@ def test_hit_as_json() -> None:
 # --- durability -----------------------------------------------------------------------------
 
 
-def test_on_disk_index_survives_reopen(tmp_path: Path) -> None:
-    path = str(tmp_path / "qdrant")
-    first = QdrantIndex(QdrantClient(path=path), prefix="disk")
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_on_disk_index_survives_reopen(tmp_path: Path, kind: str) -> None:
+    first = open_backend(kind, tmp_path, "disk")
     first.ensure_collection(V1, DIM)
     first.upsert(V1, [point("a", unit(1, 0, 0, 0), category="shoes")])
     first.upsert(V1, [point("b", unit(0, 1, 0, 0), category="bags")])
     first.set_serving(V1)
-    first.close()
-
-    second = QdrantIndex(QdrantClient(path=path), prefix="disk")
+    second = reopen(first, kind, tmp_path)
     try:
         assert second.versions() == [V1]
         assert second.serving_version() == V1
