@@ -78,7 +78,9 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         broker_lost,
     )
     try:
-        app = create_app(settings, bootstrap, web_options(settings))
+        app = create_app(
+            settings, bootstrap, web_options(settings), commit_every=runtime.tuning.batch_size
+        )
         topics = Topics.declare(app, settings)
         register_agents(app, topics, runtime)
         register_api(app, runtime, log_search=topics.log_search, send_click=topics.send_click)
