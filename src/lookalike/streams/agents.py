@@ -27,14 +27,14 @@ def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
             runtime.executors,
             runtime.counters,
             dead_letters,
-            depth=settings.batches_in_flight,
+            depth=runtime.tuning.batches_in_flight,
             alerts=alerts,
             health=runtime.health,
             max_delay=settings.retry_max_delay,
         )
         try:
             async for events in stream.take_events(
-                settings.batch_size, within=settings.batch_max_wait
+                runtime.tuning.batch_size, within=settings.batch_max_wait
             ):
                 await batches.submit(events)
         finally:
