@@ -21,7 +21,7 @@ import torch
 
 from lookalike.encoders.base import Encoder, Preprocessing, model_version_id
 
-STAND_IN_PREPROCESSING = Preprocessing(resize=64, crop=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+STAND_IN_PREPROCESSING = Preprocessing(resize=32, crop=32, mean=(0.5,) * 3, std=(0.5,) * 3)
 COST_VARIABLE = "LOOKALIKE_BENCH_STAND_IN_MS"
 
 

@@ -61,6 +61,8 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             and log.error("warming up the encoders failed: %s", done.exception())
         )
     )
+    # Decode processes (beside a GPU) spawn now, importing torch, not in the first batch.
+    runtime.executors.prepare.submit(runtime.pipeline.decoder.warm_up)
     watchdog = ExitWatchdog(settings.shutdown_grace)
     lost: list[str] = []
 
