@@ -2,9 +2,10 @@
 
 The stand-in costs a fixed time per image, spent asleep (the GIL released, as while a GPU
 computes), and turns each image into a 1,280-dim vector from its pixels (a fixed projection of
-8x8 mean colours), so the index holds real, distinct vectors. Its preprocessing is small (64
-px), so decoding costs little too: what is left is the streaming path itself (Kafka, Faust,
-fetch, the batches in flight, the index writes), whose ceiling then shows on any machine.
+8x8 mean colours), so the index holds real, distinct vectors. Its input is small (32 px: JPEGs
+decode at 1/8 scale), so decoding costs little too: what is left is the streaming path itself
+(Kafka, Faust, fetch, the batches in flight, the index writes and the category validator's
+searches), whose ceiling then shows on any machine.
 
     python benchmarks/_stand_in.py worker --data-dir D --port P
 runs `lookalike` with the stand-in in place of LOOKALIKE_ENCODER; the cost per image is

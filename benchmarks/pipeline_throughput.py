@@ -178,11 +178,15 @@ def peak_rss_mib(pid: int) -> float:
 BATCH_LINE = re.compile(rb"batch of (\d+):.*?\(([^)]*)\)")
 
 
-def batch_timings(log: bytes) -> tuple[int, dict[str, float]]:
-    """Batches logged, and the mean seconds per batch of each stage."""
+def batch_timings(log: bytes, events: int) -> tuple[int, dict[str, float]]:
+    """Batches of the backlog (the first ``events`` events), and the mean seconds per batch of
+    each stage."""
     totals: dict[str, float] = {}
-    count = 0
+    count = seen = 0
     for match in BATCH_LINE.finditer(log):
+        if seen >= events:
+            break
+        seen += int(match.group(1))
         count += 1
         for name, seconds in re.findall(r"(\w+) ([\d.]+)s", match.group(2).decode()):
             totals[name] = totals.get(name, 0.0) + float(seconds)
@@ -212,12 +216,14 @@ def run_pipeline(
     stand_in_ms: float | None,
     url_mode: bool,
     tmp: Path,
+    worker_env: dict[str, str],
 ) -> PipelineRun:
     broker_settings = Settings(data_dir=tmp / f"broker-{name}")
     broker, _ = start_local_broker(broker_settings)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     env |= {"LOOKALIKE_LOG_LEVEL": "info", "LOOKALIKE_KAFKA_BOOTSTRAP": broker.bootstrap}
+    env |= worker_env
     if url_mode:
         env["LOOKALIKE_FETCH_ALLOW"] = "127.0.0.1/32"  # the local CDN
     if stand_in_ms is not None:
@@ -293,7 +299,7 @@ def run_pipeline(
             worker.terminate()
             worker.wait(timeout=60)
         stop_local_broker(broker_settings)
-    batches, stages = batch_timings(log_path.read_bytes())
+    batches, stages = batch_timings(log_path.read_bytes(), len(events))
     return PipelineRun(publish, bare, steady, first - up, latencies, acks, stages, batches, rss)
 
 
@@ -339,8 +345,17 @@ def main() -> None:
     parser.add_argument("--encoders", default="real,stand-in")
     parser.add_argument("--stand-in-ms", type=float, default=0.25)
     parser.add_argument("--latency-samples", type=int, default=20)
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="LOOKALIKE_X=VALUE",
+        help="a setting for every worker of the run (repeatable), e.g. "
+        "LOOKALIKE_VALIDATION_ENABLED=false",
+    )
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
+    worker_env = dict(item.split("=", 1) for item in args.worker_env)
     kinds = [k for k in args.encoders.split(",") if k]
 
     pairs = labelled_images(args.dataset, args.images)
@@ -359,6 +374,8 @@ def main() -> None:
         f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}",
         flush=True,
     )
+    if worker_env:
+        print(f"worker settings: {worker_env}", flush=True)
     if real is not None:
         print(
             f"real encoder {real.version} ({real.precision}"
@@ -422,6 +439,7 @@ def main() -> None:
                         stand_in_ms=None if kind == "real" else args.stand_in_ms,
                         url_mode=mode == "url",
                         tmp=tmp,
+                        worker_env=worker_env,
                     )
                     stages = " ".join(f"{k} {v * 1000:.0f}ms" for k, v in run.stage_seconds.items())
                     rows += [
