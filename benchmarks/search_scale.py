@@ -173,7 +173,7 @@ class Worker:
             health = httpx.get(f"{self.url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
-        return health and b"[^Worker]: Ready" in self.log_path.read_bytes()
+        return health and b"Worker]: Ready" in self.log_path.read_bytes()
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
