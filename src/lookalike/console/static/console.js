@@ -538,11 +538,23 @@
         ),
       );
       const lag = stats.consumer_lag || {};
+      const topics = new Map();
+      for (const p of lag.partitions || []) {
+        if (!topics.has(p.topic)) topics.set(p.topic, []);
+        topics.get(p.topic).push(p);
+      }
+      const sum = (ps, key) => ps.reduce((total, p) => total + (p[key] || 0), 0);
       fill(
         "#lag",
         table(
-          ["topic", "partition", "end", "committed", "lag"],
-          (lag.partitions || []).map((p) => [p.topic, p.partition, fmt.num(p.end_offset), fmt.num(p.committed), el("strong", {}, fmt.num(p.lag))]),
+          ["topic", "end", "committed", "lag", "by partition"],
+          [...topics].map(([topic, ps]) => [
+            topic.split(".").pop(),
+            fmt.num(sum(ps, "end_offset")),
+            fmt.num(sum(ps, "committed")),
+            el("strong", { class: "lag", dataset: { topic } }, fmt.num(sum(ps, "lag"))),
+            el("span", { class: "muted small" }, ps.map((p) => `${p.partition}: ${p.lag ?? "–"}`).join(" · ")),
+          ]),
           lag.error ? `not measured: ${lag.error}` : "not measured yet",
         ),
         el("p", { class: "muted small" }, lag.measured_at ? `measured ${fmt.time(lag.measured_at)}; ${lag.note}` : ""),
@@ -595,6 +607,11 @@
       full = full || ++rollout.polls % 5 === 0;
       try {
         status = await api(`/rollout/status${full ? "" : "?quick=1"}`);
+        const finished = (s) => Boolean(s && s.backfill && s.backfill.done);
+        if (!full && rollout.full && finished(status) !== finished(rollout.full)) {
+          status = await api("/rollout/status"); // the backfill just ended: the gate changed
+          full = true;
+        }
         if (full) rollout.full = status;
         else if (rollout.full && rollout.full.candidate === status.candidate) {
           status.gate = rollout.full.gate;
@@ -661,8 +678,21 @@
           el("p", { class: "muted small" }, `on ${evaluation.eval_dir}: ${evaluation.passed ? "passed" : "not passed"}`),
         );
       }
-      if (status.agreement) {
-        parts.push(el("h3", {}, "Agreement with the serving version"), el("pre", { class: "result-text" }, JSON.stringify(status.agreement, null, 2)));
+      const agreement = status.agreement;
+      if (agreement) {
+        const k = agreement.k;
+        const recent = agreement.recent_searches || {};
+        const sample = agreement.sample || {};
+        parts.push(
+          el("h3", {}, "Agreement with the serving version"),
+          table(
+            ["on", "queries", `overlap of the top ${k}`, `clicked results in the candidate's top ${k}`],
+            [
+              ["recent searches by id", fmt.num(recent.n), fmt.pct(recent[`overlap@${k}`]), fmt.pct(recent[`clicked_in_candidate_top${k}`])],
+              ["a sample of the catalogue", fmt.num(sample.n), fmt.pct(sample[`overlap@${k}`]), "–"],
+            ],
+          ),
+        );
       }
       fill("#candidate", parts);
     },
