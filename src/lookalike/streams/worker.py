@@ -42,6 +42,9 @@ class SupervisedWorker(faust.Worker):
         self, app: faust.App, watchdog: ExitWatchdog, ready_message: str, **kwargs: Any
     ) -> None:
         super().__init__(app, override_logging=False, redirect_stdouts=False, **kwargs)
+        # Faust's start-up spinner draws on stdout (escape codes even when it is not a
+        # terminal): the ready line says the same, on the log.
+        self.spinner = None
         self.watchdog = watchdog
         self.ready_message = ready_message
 
