@@ -181,3 +181,13 @@ def test_no_progress_bar_without_a_terminal(tiny_dataset: Path, tmp_path: Path) 
     stdout, stderr = _eval_json(tiny_dataset, tmp_path, terminal=False)
     assert json.loads(stdout)["queries"] == 9
     assert "embedding" not in stderr and "%|" not in stderr
+
+
+def test_a_batch_line_names_only_what_happened() -> None:
+    from lookalike.indexing import BatchResult
+    from lookalike.streams.batches import describe_outcomes
+
+    assert describe_outcomes(BatchResult(indexed=["a", "b"])) == "2 indexed"
+    mixed = BatchResult(indexed=["a"], removed=["b"], stale=3)
+    assert describe_outcomes(mixed) == "1 indexed, 1 removed, 3 stale"
+    assert describe_outcomes(BatchResult()) == "nothing to do"

@@ -169,16 +169,23 @@ class InFlightBatches:
             counters.verdicts[outcome] = counters.verdicts.get(outcome, 0) + count
         if self.instruments is not None:
             self.instruments.observe_batch(elapsed, result.timings, n)
-        stages = " ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
         log.info(
-            "batch of %d: %d indexed, %d updated, %d removed, %d stale, %d dead-lettered "
-            "in %.2fs (%s)",
+            "batch of %d: %s in %.2fs (%s)",
             n,
-            len(result.indexed),
-            len(result.updated),
-            len(result.removed),
-            result.stale,
-            len(result.dead_letters),
+            describe_outcomes(result),
             elapsed,
-            stages,
+            ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()),
         )
+
+
+def describe_outcomes(result: BatchResult) -> str:
+    """What a batch did, naming only what happened: "30 indexed, 2 dead-lettered"."""
+    counts = (
+        (len(result.indexed), "indexed"),
+        (len(result.updated), "updated"),
+        (len(result.removed), "removed"),
+        (result.stale, "stale"),
+        (len(result.dead_letters), "dead-lettered"),
+    )
+    said = [f"{count} {what}" for count, what in counts if count]
+    return ", ".join(said) or "nothing to do"
