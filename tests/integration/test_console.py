@@ -154,11 +154,18 @@ def page(browser: Any, stack: Stack) -> Iterator[Any]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # The page runs under its own Content-Security-Policy: a violation is a bug of the page.
+    page.on(
+        "console",
+        lambda m: (
+            m.type == "error" and "Content Security Policy" in m.text and errors.append(m.text)
+        ),
+    )
     page.on("dialog", lambda dialog: dialog.accept())  # the rollout steps ask to confirm
     page.goto(f"{stack.worker.url}/#search")
     yield page
     context.close()
-    assert not errors, errors  # no script error on any view
+    assert not errors, errors  # no script error, no policy violation, on any view
 
 
 def shot(page: Any, stack: Stack, name: str, full_page: bool = True) -> None:

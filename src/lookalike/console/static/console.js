@@ -110,8 +110,12 @@
     return error.message || String(error);
   }
 
-  // Thumbnails: one fetch per image and size, kept as blob URLs for the page's lifetime.
+  // Thumbnails: one fetch per image and size, kept as blob URLs until the token changes.
   const thumbs = new Map();
+  function forgetThumbnails() {
+    for (const url of thumbs.values()) url.then((u) => u && URL.revokeObjectURL(u));
+    thumbs.clear();
+  }
   function thumbnail(imageId, size = THUMB) {
     const key = `${imageId}@${size}`;
     if (!thumbs.has(key)) {
@@ -174,7 +178,7 @@
       const value = $("#token").value.trim();
       if (value) localStorage.setItem(TOKEN_KEY, value);
       else localStorage.removeItem(TOKEN_KEY);
-      thumbs.clear();
+      forgetThumbnails();
       showRole();
       route();
       say(value ? "Token saved in this browser." : "Token forgotten.");
@@ -182,7 +186,7 @@
     $("#token-forget").addEventListener("click", () => {
       localStorage.removeItem(TOKEN_KEY);
       $("#token").value = "";
-      thumbs.clear();
+      forgetThumbnails();
       showRole();
       route();
       say("Token forgotten.");
