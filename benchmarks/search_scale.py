@@ -173,7 +173,8 @@ class Worker:
             health = httpx.get(f"{self.url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
-        return health and b"[^Worker]: Ready" in self.log_path.read_bytes()
+        # The worker's own ready line (lookalike.streams.worker.READY): the group is joined.
+        return health and b"ready: consuming as group" in self.log_path.read_bytes()
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
