@@ -69,6 +69,7 @@ def test_up_index_logs_what_happened_as_json_lines(tmp_path: Path) -> None:
         f"{total} images indexed" in done[0]["message"] and "0 dead-lettered" in done[0]["message"]
     )
     assert any(m.startswith(f"published {total} upload events from {folder}") for m in messages)
+    assert "category alerts open" in done[0]["message"] and messages[0].startswith("version ")
     assert sum(m.startswith("ready: consuming as group") for m in messages) == 1
     batches = [m for m in messages if m.startswith("batch of ")]
     assert len(batches) >= total // 8 and all("(prepare " in m for m in batches)

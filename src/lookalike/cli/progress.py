@@ -108,7 +108,7 @@ class IndexingProgress(threading.Thread):
         serving = stats.get("serving_version")
         log.info(
             "indexed %s: %d images indexed, %d updated, %d stale, %d dead-lettered in %.0fs; "
-            "%d images searchable (%s). Console: %s/",
+            "%d images searchable (%s), %d category alerts open. Console: %s/",
             self.what,
             worker["images_indexed"],
             worker["images_updated"],
@@ -117,5 +117,6 @@ class IndexingProgress(threading.Thread):
             elapsed,
             stats.get("indexed", {}).get(serving, 0),
             serving,
+            stats.get("alerts", {}).get("open", 0),
             self.settings.base_api_url,
         )

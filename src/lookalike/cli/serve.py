@@ -57,7 +57,7 @@ def up(
 
     settings = settings_from(data_dir=data_dir, api_port=port, encoder=encoder)
     setup_logging(settings)
-    log.info("lookalike %s: data in %s", version("lookalike"), settings.data_dir)
+    log.info("version %s, data in %s", version("lookalike"), settings.data_dir)
     me = os.getpid()
     try:
         check_exposure(settings)  # before a broker is started for nothing
