@@ -279,6 +279,21 @@ def test_more_like_this_searches_by_the_result_id(page: Any, stack: Stack) -> No
     assert target not in ids and len(ids) == 12  # more like it, never itself
 
 
+def test_filters_narrow_the_results(page: Any, stack: Stack) -> None:
+    before = page.get_attribute("#search-status", "data-search-id")
+    page.fill("#filter-category", "checkers")
+    page.fill("#k", "5")
+    page.click("#search-again")  # the last search (by id), with the filter
+    page.wait_for_function(
+        "before => document.querySelector('#search-status').dataset.searchId !== before",
+        arg=before,
+    )
+    found = results(page)
+    assert len(found) == 5 and {r["category"] for r in found} == {"checkers"}
+    page.fill("#filter-category", "")
+    page.fill("#k", "12")
+
+
 def test_confirming_an_alert_corrects_the_category_in_the_index(page: Any, stack: Stack) -> None:
     page.click("a[data-view=alerts]")
     card = ".alert[data-image-id='wrong-1']"
