@@ -54,7 +54,7 @@ from ..executors import WorkerExecutors, describe_error, run_in
 from ..health import Health
 from ..index import VectorIndex
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ..metrics import ConsumerLag, Instruments, render
+from ..metrics import Instruments, render
 from ..rollout import Rollout, VersionRegistry
 from ..search import SearchService, ThumbnailService
 from ..settings import Settings
@@ -100,7 +100,6 @@ class WorkerServices(Protocol):
     health: Health
     thumbnails: ThumbnailService
     instruments: Instruments
-    consumer_lag: ConsumerLag
 
     def stats(self) -> dict[str, Any]: ...
 
