@@ -128,9 +128,11 @@ class Settings(BaseSettings):
         default="lookalike", description="Prefix of Qdrant collections and the serving alias."
     )
     quantization: Literal["none", "int8"] = Field(
-        default="none",
+        default="int8",
         description="Scalar quantisation of stored vectors: int8 keeps a 1-byte copy of each "
-        "vector in RAM for the graph search and rescores the best with the full vectors.",
+        "vector in RAM for the graph search and rescores the best candidates with the full "
+        "vectors, which stay on disk (measured at 100k: recall@10 0.995, RSS 1.35 GB against "
+        "0.999 and 1.58 GB with none).",
     )
 
     # --- encoder and batching ----------------------------------------------------------------

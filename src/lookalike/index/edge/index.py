@@ -24,73 +24,34 @@ from typing import Any
 
 import numpy as np
 from qdrant_edge import (
-    AcornSearchParams,
     CountRequest,
     Distance,
     EdgeConfig,
     EdgeOptimizersConfig,
     EdgeVectorParams,
-    FieldCondition,
     Filter,
     HnswIndexConfig,
-    MatchAny,
-    MatchValue,
     Memory,
-    Point,
-    QuantizationSearchParams,
-    Query,
-    QueryBatchRequest,
-    QueryRequest,
     ScalarQuantizationConfig,
     ScalarType,
     ScrollRequest,
-    SearchParams,
-    SearchRequest,
     UpdateOperation,
 )
 
-from ..base import (
-    FILTERABLE_FIELDS,
-    Hit,
-    IndexPoint,
-    Quantization,
-    check_conditions,
-    point_id,
-    without,
+from ..base import FILTERABLE_FIELDS, Hit, IndexPoint, Quantization, point_id, without
+from .queries import (
+    EXACT_MAX_POINTS,
+    as_list,
+    as_point,
+    as_record,
+    conditions_filter,
+    search,
+    search_batch,
 )
 from .records import SqliteRecordStore, open_records_db
 from .space import OptimizerPolicy, Space, read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
-
-#: Filters matching fewer points than this are answered exactly from the payload index by the
-#: engine's planner (its full-scan threshold, in KB of vectors, is derived from it); HNSW with
-#: ACORN answers the rest. Plain filtered HNSW came back short at a 2% filter (recall 0.87).
-EXACT_MAX_POINTS = 5_000
-
-
-def _filter(conditions: Mapping[str, Any] | None) -> Filter | None:
-    must = [
-        FieldCondition(
-            key=key, match=MatchAny(list(value)) if isinstance(value, list) else MatchValue(value)
-        )
-        for key, value in check_conditions(conditions).items()
-    ]
-    return Filter(must=must) if must else None
-
-
-def _vector(values: np.ndarray | Sequence[float]) -> list[float]:
-    # Lists, not arrays: qdrant-edge builds points from lists 2.4x faster.
-    return np.asarray(values, dtype=np.float32).tolist()
-
-
-def _point(point: IndexPoint) -> Point:
-    return Point(point_id(point.image_id), _vector(point.vector), dict(point.payload))
-
-
-def _hit(point: Any) -> Hit:
-    payload = point.payload or {}
-    return Hit(str(payload.get("image_id")), point.score, payload)
 
 
 class EdgeIndex:
@@ -211,17 +172,12 @@ class EdgeIndex:
     # --- writing points --------------------------------------------------------------------------
     def upsert(self, version: str, points: Sequence[IndexPoint]) -> None:
         if points:
-            self._existing(version).apply(
-                UpdateOperation.upsert_points(
-                    [
-                        Point(point_id(p.image_id), _vector(p.vector), dict(p.payload))
-                        for p in points
-                    ]
-                )
-            )
+            operation = UpdateOperation.upsert_points([as_point(p) for p in points])
+            self._existing(version).apply(operation)
 
     def upsert_exemplar(self, version: str, point: IndexPoint) -> None:
-        self._existing(version, "exemplars").apply(UpdateOperation.upsert_points([_point(point)]))
+        operation = UpdateOperation.upsert_points([as_point(point)])
+        self._existing(version, "exemplars").apply(operation)
 
     def delete(self, version: str, image_ids: Sequence[str]) -> None:
         if image_ids:
@@ -249,11 +205,11 @@ class EdgeIndex:
 
     def get(self, version: str, image_id: str, with_vector: bool = False) -> dict[str, Any] | None:
         records = self._retrieve(self._space(version), [image_id], True, with_vector)
-        return _record(records[0], with_vector) if records else None
+        return as_record(records[0], with_vector) if records else None
 
     def exemplar(self, version: str, exemplar_id: str) -> dict[str, Any] | None:
         records = self._retrieve(self._space(version, "exemplars"), [exemplar_id], True, True)
-        return _record(records[0], True) if records else None
+        return as_record(records[0], True) if records else None
 
     def vectors(self, version: str, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
         records = self._retrieve(self._space(version), image_ids, True, True)
@@ -268,45 +224,6 @@ class EdgeIndex:
         records = self._retrieve(self._space(version), image_ids, False, False)
         return {by_point[str(r.id)] for r in records}
 
-    def _params(self, positive_filter: bool, exact: bool = False) -> SearchParams:
-        if exact:
-            return SearchParams(exact=True)
-        return SearchParams(
-            acorn=AcornSearchParams(enable=True) if positive_filter else None,
-            quantization=QuantizationSearchParams(rescore=True, oversampling=2.0)
-            if self.quantization == "int8"
-            else None,
-        )
-
-    def _search(
-        self, space: Space | None, vector: list[float], limit: int, query_filter: Filter | None
-    ) -> list[Hit]:
-        """``limit`` hits whenever that many match: an approximate answer that came back short
-        is re-run exactly."""
-        if space is None:
-            return []
-        with space.reading() as shard:
-            found = shard.search(
-                SearchRequest(
-                    query=Query.Nearest(vector),
-                    limit=limit,
-                    filter=query_filter,
-                    params=self._params(query_filter is not None),
-                    with_payload=True,
-                )
-            )
-            if len(found) < limit and (found or query_filter is not None):
-                found = shard.search(
-                    SearchRequest(
-                        query=Query.Nearest(vector),
-                        limit=limit,
-                        filter=query_filter,
-                        params=self._params(False, exact=True),
-                        with_payload=True,
-                    )
-                )
-        return [_hit(p) for p in found]
-
     def search(
         self,
         version: str,
@@ -316,42 +233,14 @@ class EdgeIndex:
         exclude_image_ids: Iterable[str] = (),
     ) -> list[Hit]:
         excluded = list(exclude_image_ids)
-        hits = self._search(
-            self._space(version), _vector(vector), k + len(excluded), _filter(conditions)
+        hits = search(
+            self._space(version),
+            as_list(vector),
+            k + len(excluded),
+            conditions_filter(conditions),
+            self.quantization,
         )
         return without(hits, excluded, k)
-
-    def _search_many(
-        self,
-        space: Space | None,
-        vectors: Sequence[np.ndarray],
-        k: int,
-        fields: Sequence[str] | None = None,
-    ) -> list:
-        if space is None or not vectors:
-            return [[] for _ in vectors]
-        queries = [_vector(v) for v in vectors]
-        # Only the fields asked for: turning 32 x 31 full payloads into dicts costs more than
-        # the search itself.
-        payload: bool | list[str] = list(fields) if fields else True
-        with space.reading() as shard:
-            results = shard.query_batch(
-                QueryBatchRequest(
-                    [
-                        QueryRequest(
-                            query=Query.Nearest(q),
-                            limit=k,
-                            params=self._params(False),
-                            with_payload=payload,
-                        )
-                        for q in queries
-                    ]
-                )
-            )
-        return [
-            [_hit(p) for p in found] if len(found) == k else self._search(space, q, k, None)
-            for q, found in zip(queries, results, strict=True)
-        ]
 
     def search_many(
         self,
@@ -361,13 +250,14 @@ class EdgeIndex:
         payload_fields: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """Several unfiltered queries in one engine call (the validator's k-NN)."""
-        return self._search_many(self._space(version), vectors, k, payload_fields)
+        return search_batch(self._space(version), vectors, k, self.quantization, payload_fields)
 
     def search_exemplars(
         self, version: str, vectors: Sequence[np.ndarray], k: int
     ) -> list[list[Hit]]:
         fields = ("image_id", "category", "seller_id")
-        return self._search_many(self._space(version, "exemplars"), vectors, k, fields)
+        space = self._space(version, "exemplars")
+        return search_batch(space, vectors, k, self.quantization, fields)
 
     def scroll(
         self, version: str, cursor: str | None, limit: int
@@ -413,7 +303,9 @@ class EdgeIndex:
         return self._count(self._space(version))
 
     def count_exemplars(self, version: str, category: str) -> int:
-        return self._count(self._space(version, "exemplars"), _filter({"category": category}))
+        return self._count(
+            self._space(version, "exemplars"), conditions_filter({"category": category})
+        )
 
     # --- state, durability, background builds ------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -477,10 +369,3 @@ class EdgeIndex:
         self._spaces.clear()
         with self._db_lock:
             self._db.close()
-
-
-def _record(record: Any, with_vector: bool) -> dict[str, Any]:
-    result = dict(record.payload)
-    if with_vector:
-        result["vector"] = list(record.vector)
-    return result

@@ -22,35 +22,11 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from ..base import (
-    FILTERABLE_FIELDS,
-    Hit,
-    IndexPoint,
-    Quantization,
-    check_conditions,
-    point_id,
-    without,
-)
+from ..base import FILTERABLE_FIELDS, Hit, IndexPoint, Quantization, point_id, without
+from .queries import as_hit, as_record, build_filter, collection_config, search_params
 from .records import QdrantRecordStore, field_filter
 
 log = logging.getLogger(__name__)
-
-#: Filters matching fewer points than this are answered exactly from the payload index (the
-#: planner's full-scan threshold, in KB of vectors, is derived from it); larger ones by HNSW.
-EXACT_MAX_POINTS = 5_000
-
-
-def build_filter(conditions: Mapping[str, Any] | None) -> models.Filter | None:
-    """{"category": "shoes", "seller_id": ["a", "b"]} -> a Qdrant filter (lists mean any-of)."""
-    must: list[models.Condition] = []
-    for key, value in check_conditions(conditions).items():
-        match = (
-            models.MatchAny(any=list(value))
-            if isinstance(value, list)
-            else models.MatchValue(value=value)
-        )
-        must.append(models.FieldCondition(key=key, match=match))
-    return models.Filter(must=must) if must else None
 
 
 class QdrantIndex:
@@ -102,32 +78,10 @@ class QdrantIndex:
     # --- collections and alias -------------------------------------------------------------------
     def _ensure(self, name: str, dim: int | None, keyword_indexes: Sequence[str] = ()) -> None:
         """A collection; ``dim=None``: payload-only records."""
-        vectors: models.VectorParams | dict = (
-            models.VectorParams(size=dim, distance=models.Distance.COSINE) if dim else {}
-        )
-        quantization = (
-            models.ScalarQuantization(
-                scalar=models.ScalarQuantizationConfig(
-                    type=models.ScalarType.INT8, quantile=0.99, always_ram=True
-                )
-            )
-            if dim and self.quantization == "int8"
-            else None
-        )
-        hnsw = (
-            models.HnswConfigDiff(full_scan_threshold=max(1, EXACT_MAX_POINTS * dim * 4 // 1024))
-            if dim
-            else None
-        )
         with self._lock:
             if self.client.collection_exists(name):
                 return
-            self.client.create_collection(
-                name,
-                vectors_config=vectors,
-                hnsw_config=hnsw,
-                quantization_config=quantization,
-            )
+            self.client.create_collection(name, **collection_config(dim, self.quantization))
             for key in keyword_indexes:  # used by a Qdrant server; ignored by local mode
                 self.client.create_payload_index(name, key, models.PayloadSchemaType.KEYWORD)
         log.info("created collection %s%s", name, f" ({dim} dims)" if dim else "")
@@ -235,11 +189,11 @@ class QdrantIndex:
 
     def get(self, version: str, image_id: str, with_vector: bool = False) -> dict[str, Any] | None:
         records = self._retrieve(self.collection_name(version), [image_id], with_vector)
-        return _record(records[0], with_vector) if records else None
+        return as_record(records[0], with_vector) if records else None
 
     def exemplar(self, version: str, exemplar_id: str) -> dict[str, Any] | None:
         records = self._retrieve(self.exemplar_collection(version), [exemplar_id], True)
-        return _record(records[0], True) if records else None
+        return as_record(records[0], True) if records else None
 
     def vectors(self, version: str, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of the given images (those indexed under ``version``)."""
@@ -263,17 +217,6 @@ class QdrantIndex:
             )
         return {ids[str(r.id)] for r in records}
 
-    def _params(self, positive_filter: bool, exact: bool = False) -> models.SearchParams:
-        if exact:
-            return models.SearchParams(exact=True)
-        return models.SearchParams(
-            # ACORN keeps a filtered HNSW search from coming back short (qdrant/qdrant#3094).
-            acorn=models.AcornSearchParams(enable=True) if positive_filter else None,
-            quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0)
-            if self.quantization == "int8"
-            else None,
-        )
-
     def _query(
         self,
         collection: str,
@@ -294,7 +237,7 @@ class QdrantIndex:
                 query=query,
                 limit=limit,
                 query_filter=query_filter,
-                search_params=self._params(query_filter is not None),
+                search_params=search_params(self.quantization, query_filter is not None),
                 with_payload=with_payload,
             ).points
             if len(points) < limit and self._count(collection, query_filter) > len(points):
@@ -303,10 +246,10 @@ class QdrantIndex:
                     query=query,
                     limit=limit,
                     query_filter=query_filter,
-                    search_params=self._params(False, exact=True),
+                    search_params=search_params(self.quantization, False, exact=True),
                     with_payload=with_payload,
                 ).points
-        return [_hit(p) for p in points]
+        return [as_hit(p) for p in points]
 
     def search(
         self,
@@ -333,7 +276,7 @@ class QdrantIndex:
             models.QueryRequest(
                 query=np.asarray(v, dtype=np.float32).tolist(),
                 limit=k,
-                params=self._params(False),
+                params=search_params(self.quantization, False),
                 with_payload=with_payload,
             )
             for v in vectors
@@ -342,7 +285,7 @@ class QdrantIndex:
             if not self.client.collection_exists(collection):
                 return [[] for _ in vectors]
             responses = self.client.query_batch_points(collection, requests=requests)
-        results = [[_hit(p) for p in r.points] for r in responses]
+        results = [[as_hit(p) for p in r.points] for r in responses]
         short = [i for i, hits in enumerate(results) if len(hits) < k]
         if short and self._count(collection) > min(len(results[i]) for i in short):
             for i in short:
@@ -427,15 +370,3 @@ class QdrantIndex:
     def close(self) -> None:
         with self._lock:
             self.client.close()
-
-
-def _hit(point: models.ScoredPoint) -> Hit:
-    payload = point.payload or {}
-    return Hit(str(payload.get("image_id")), point.score, payload)
-
-
-def _record(record: models.Record, with_vector: bool) -> dict[str, Any]:
-    result: dict[str, Any] = dict(record.payload or {})
-    if with_vector:
-        result["vector"] = list(record.vector)
-    return result
