@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from .blobs import write_atomically
 from .decode import decode_image
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,9 @@ class ThumbnailCache:
         with self._lock:
             if self._bytes is None:
                 self._bytes = self._measure()  # before this write, which is added below
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write_atomically(path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             if not self._write_failing:
                 log.warning(
                     "cannot keep thumbnails in %s (%s): serving them uncached", self.root, exc
