@@ -1,11 +1,12 @@
 """Logs that tell what happened: JSON lines as a setting, library chatter held at warning, no
-misleading CUDA notice on CPU machines, and progress bars only on a terminal (stderr), never in
-a command's JSON on stdout."""
+misleading CUDA notice on CPU machines, progress bars only on a terminal (stderr), never in
+a command's JSON on stdout, and `up --index` following the indexing until the folder is done."""
 
 from __future__ import annotations
 
 import fcntl
 import io
+import itertools
 import json
 import logging
 import os
@@ -14,7 +15,10 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -191,3 +195,79 @@ def test_a_batch_line_names_only_what_happened() -> None:
     mixed = BatchResult(indexed=["a"], removed=["b"], stale=3)
     assert describe_outcomes(mixed) == "1 indexed, 1 removed, 3 stale"
     assert describe_outcomes(BatchResult()) == "nothing to do"
+
+
+# --- up --index follows the indexing -------------------------------------------------------
+
+
+@contextmanager
+def stats_server(published: int, step: int) -> Iterator[str]:
+    """A worker's GET /stats that consumes ``step`` more upload events at each ask."""
+    asked = itertools.count(1)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            consumed = min(next(asked) * step, published)
+            body = json.dumps(
+                {
+                    "worker": {
+                        "events_consumed": consumed,
+                        "images_indexed": consumed - 1,
+                        "images_updated": 0,
+                        "stale_events": 0,
+                        "dead_letters": 1,
+                    },
+                    "serving_version": "v1",
+                    "indexed": {"v1": consumed - 1},
+                    "alerts": {"open": 2},
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_up_index_shows_the_indexing_until_the_folder_is_indexed(
+    terminal: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lookalike.cli import progress
+    from lookalike.settings import Settings
+
+    monkeypatch.setattr(progress, "POLL", 0.01)
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.02)
+    with stats_server(published=30, step=3) as url, caplog.at_level("INFO", logger="lookalike"):
+        follower = progress.IndexingProgress(
+            Settings(data_dir=tmp_path, api_url=url), 30, "shop/", terminal
+        )
+        follower.start()
+        assert follower.finished.wait(30)
+        follower.join(5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[-1].startswith(
+        "indexed shop/: 29 images indexed, 0 updated, 0 stale, 1 dead-lettered in "
+    )
+    assert "29 images searchable (v1), 2 category alerts open" in messages[-1]
+    steps = [m for m in messages if m.startswith("indexing shop/: ")]
+    bar = capsys.readouterr().err
+    if terminal:  # a bar on stderr, no progress lines in the log
+        assert not steps and "indexing" in bar and "30/30" in bar
+    else:  # progress lines, no bar
+        assert steps and all(" of 30 events consumed (" in m for m in steps) and bar == ""

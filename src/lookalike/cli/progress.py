@@ -32,10 +32,10 @@ class IndexingProgress(threading.Thread):
         self.what = what
         self.terminal = terminal
         self.finished = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def _stats(self, client: httpx.Client) -> dict[str, Any] | None:
         try:
@@ -47,7 +47,7 @@ class IndexingProgress(threading.Thread):
                 "cannot follow the indexing: GET /stats needs an admin token "
                 "(LOOKALIKE_API_TOKEN); `lookalike stats` tells the same"
             )
-            self._stop.set()
+            self._halt.set()
             return None
         return response.json() if response.status_code == 200 else None
 
@@ -69,7 +69,7 @@ class IndexingProgress(threading.Thread):
                 headers=self.settings.client_headers(),
             ) as client,
         ):
-            while not self._stop.wait(POLL):
+            while not self._halt.wait(POLL):
                 stats = self._stats(client)
                 if stats is None:
                     continue
