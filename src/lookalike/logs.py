@@ -71,7 +71,7 @@ class TerminalHandler(logging.StreamHandler):
         self._stream = value
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not _isatty(self.stream):
+        if not is_terminal(self.stream):
             super().emit(record)
             return
         from tqdm import tqdm
@@ -80,7 +80,8 @@ class TerminalHandler(logging.StreamHandler):
             super().emit(record)
 
 
-def _isatty(stream: Any) -> bool:
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (False for a closed or replaced stream)."""
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):

@@ -12,7 +12,7 @@ import click
 import httpx
 
 from ..errors import LookalikeError
-from ..logs import configure_logging
+from ..logs import configure_logging, is_terminal
 from ..settings import Settings
 
 
@@ -28,10 +28,7 @@ def setup_logging(settings: Settings, level: str | None = None) -> None:
 def show_progress() -> bool:
     """Progress bars go to stderr, and only to a terminal (never into a log file, and never
     into stdout, which may carry a command's JSON)."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return is_terminal(sys.stderr)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
