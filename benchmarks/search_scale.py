@@ -174,7 +174,8 @@ class Worker:
             health = httpx.get(f"{self.url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
-        return health and b"Worker]: Ready" in self.log_path.read_bytes()
+        # The worker's own ready line (lookalike.streams.worker.READY): the group is joined.
+        return health and b"ready: consuming as group" in self.log_path.read_bytes()
 
     def memory_mib(self) -> tuple[float, float]:
         """(RSS, of which anonymous): the rest is file-backed (libraries, the index's mapped

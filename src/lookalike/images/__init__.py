@@ -4,7 +4,8 @@
 :func:`decode_image` turns them into a :class:`PIL.Image.Image`; both raise
 :class:`~lookalike.errors.ImageRejected` subclasses with a reason for the dead letters.
 :class:`BlobStore` keeps image bytes by content hash (inline uploads, search queries), and
-:func:`payload_bytes` reads an indexed image again from its stored reference.
+:func:`payload_bytes` reads an indexed image again from its stored reference;
+:class:`ThumbnailCache` keeps small copies for the console.
 """
 
 from .blobs import BlobStore
@@ -12,11 +13,13 @@ from .decode import decode_image, original_size
 from .fetch import ImageFetcher
 from .files import IMAGE_SUFFIXES, iter_image_files
 from .source import payload_bytes
+from .thumbnails import ThumbnailCache
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "BlobStore",
     "ImageFetcher",
+    "ThumbnailCache",
     "decode_image",
     "iter_image_files",
     "original_size",
