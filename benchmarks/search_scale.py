@@ -15,8 +15,9 @@ For each N, in one run:
               category filter (10% of the catalogue) and a seller filter (0.2%): p50 / p99
               ms, and recall@10 against exact search (numpy over all N vectors)
   8 clients   by-id searches from 8 threads for --seconds: queries/s, vs 1 client
-  ingest      real images published to Kafka and embedded by the worker: images/s at N vs on
-              an empty index (same images, same worker settings)
+  ingest      real images published to Kafka and embedded by the worker: images/s at N vs a
+              second worker on an empty index (same images and settings), in alternating
+              rounds with both up, so load from elsewhere falls on both sides
   crash       more images published, the worker SIGKILLed half-way through them and started
               again: every image is then indexed exactly once (the count is N + all published,
               each new id answers) after the replay of what was not committed
@@ -173,7 +174,8 @@ class Worker:
             health = httpx.get(f"{self.url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
-        return health and b"Worker]: Ready" in self.log_path.read_bytes()
+        # The worker's own ready line (lookalike.streams.worker.READY): the group is joined.
+        return health and b"ready: consuming as group" in self.log_path.read_bytes()
 
     def memory_mib(self) -> tuple[float, float]:
         """(RSS, of which anonymous): the rest is file-backed (libraries, the index's mapped
@@ -288,6 +290,7 @@ def throughput(worker: Worker, n: int, clients: int, seconds: float) -> float:
 
 
 def ingest(worker: Worker, settings: Settings, bootstrap: str, files, labels, tag: str) -> float:
+    """Publish the images as inline uploads; images/s until the worker has indexed them all."""
     before = worker.indexed()
     events = [
         ImageUploaded(
@@ -306,6 +309,29 @@ def ingest(worker: Worker, settings: Settings, bootstrap: str, files, labels, ta
         publisher.flush()
     wait_until(lambda: worker.indexed() >= before + len(events), 1200, 0.2)
     return len(events) / (time.perf_counter() - started)
+
+
+def ingest_pair(
+    at_n: tuple[Worker, Settings],
+    empty: tuple[Worker, Settings],
+    bootstrap: str,
+    files,
+    labels,
+    rounds: int = 4,
+) -> tuple[float, float]:
+    """Images/s at N and on an empty index, in alternating rounds (N, empty, empty, N, ...)
+    with both workers up, so a change in the machine's load falls on both sides alike."""
+    chunk = max(1, len(files) // rounds)
+    seconds = {"n": 0.0, "empty": 0.0}
+    for side, (worker, settings) in (("n", at_n), ("empty", empty)):
+        ingest(worker, settings, bootstrap, files[:16], labels[:16], f"{side}-warm")
+    for r in range(rounds):
+        part = slice(r * chunk, (r + 1) * chunk)
+        order = [("n", at_n), ("empty", empty)]
+        for side, (worker, settings) in order if r % 2 == 0 else order[::-1]:
+            rate = ingest(worker, settings, bootstrap, files[part], labels[part], f"{side}-{r}")
+            seconds[side] += chunk / rate
+    return rounds * chunk / seconds["n"], rounds * chunk / seconds["empty"]
 
 
 def crash_check(
@@ -357,11 +383,8 @@ def disk_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def empty_baseline(
-    root: Path, n: int, bootstrap: str, quantization: str, files, labels
-) -> tuple[float, float]:
-    """Start-up and ingest on an empty index, right after the same at N (adjacent in time, so
-    the machine's load is about the same)."""
+def empty_worker(root: Path, n: int, bootstrap: str, quantization: str) -> tuple[Worker, Settings]:
+    """A worker on an empty index beside the one at N (its own topics), for the ingest baseline."""
     prefix = f"scale{n}-empty"
     env = {
         "LOOKALIKE_QUANTIZATION": quantization,
@@ -369,15 +392,8 @@ def empty_baseline(
         "LOOKALIKE_APP_ID": prefix,
     }
     worker = Worker(root / f"n{n}-empty", bootstrap, env)
-    try:
-        client_settings = Settings(
-            data_dir=root / "client", kafka_bootstrap=bootstrap, topic_prefix=prefix
-        )
-        return worker.startup_seconds, ingest(
-            worker, client_settings, bootstrap, files, labels, "empty"
-        )
-    finally:
-        worker.stop()
+    client = Settings(data_dir=root / "client", kafka_bootstrap=bootstrap, topic_prefix=prefix)
+    return worker, client
 
 
 def run_size(
@@ -395,7 +411,9 @@ def run_size(
     runtime = Runtime(settings)
     assert runtime.encoder.version == version
     started = time.perf_counter()
-    rates = build(runtime.pipeline, version, vectors, categories, sellers, settings.batch_size)
+    rates = build(
+        runtime.pipeline, version, vectors, categories, sellers, runtime.tuning.batch_size
+    )
     build_seconds = time.perf_counter() - started
     optimize_started = time.perf_counter()
     runtime.index.optimize(version)  # after the background build running now, if any
@@ -411,7 +429,17 @@ def run_size(
         client_settings = Settings(
             data_dir=root / "client", kafka_bootstrap=bootstrap, topic_prefix=f"scale{n}"
         )
-        at_n = ingest(worker, client_settings, bootstrap, files[:sample], labels[:sample], "n")
+        empty, empty_settings = empty_worker(root, n, bootstrap, args.quantization)
+        try:
+            at_n, empty_ingest = ingest_pair(
+                (worker, client_settings),
+                (empty, empty_settings),
+                bootstrap,
+                files[:sample],
+                labels[:sample],
+            )
+        finally:
+            empty.stop()
         worker, crash = crash_check(
             worker,
             data,
@@ -423,9 +451,6 @@ def run_size(
         )
     finally:
         worker.stop()
-    empty_startup, empty_ingest = empty_baseline(
-        root, n, bootstrap, args.quantization, files[:sample], labels[:sample]
-    )
     return {
         "n": n,
         "build_images_per_s": round(n / build_seconds, 1),
@@ -442,7 +467,7 @@ def run_size(
         "ingest_images_per_s": round(at_n, 1),
         "ingest_empty_images_per_s": round(empty_ingest, 1),
         "ingest_vs_empty": round(at_n / empty_ingest, 2),
-        "startup_empty_s": round(empty_startup, 1),
+        "startup_empty_s": round(empty.startup_seconds, 1),
         "crash": crash,
     }
 

@@ -33,4 +33,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
     echo "$want" > "$stamp"
 fi
+# The console's browser test drives Debian's chromium, headless (playwright's own browser
+# download cannot work offline). Installed when missing and possible (root with apt-get).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Debian's chromium for the console's browser test" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q chromium >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+            || echo "could not install chromium: the console's browser test will fail" >&2
+    else
+        echo "chromium is missing: run 'apt-get install chromium' as root for the console's" \
+            "browser test" >&2
+    fi
+fi
 echo "lookalike is installed in .venv ($(.venv/bin/lookalike --version))"

@@ -193,6 +193,8 @@ class WorkerExecutors:
     model: PriorityExecutor = field(init=False)
     write: ThreadPoolExecutor = field(init=False)
     api: ThreadPoolExecutor = field(init=False)
+    #: The console's thumbnails: a slow image source must not hold up searches.
+    thumbnails: ThreadPoolExecutor = field(init=False)
     #: Click join and pair files: one thread, so SQLite and file appends stay in order.
     clicks: ThreadPoolExecutor = field(init=False)
     backfill: ThreadPoolExecutor = field(init=False)
@@ -202,6 +204,7 @@ class WorkerExecutors:
         self.model = PriorityExecutor("embed")
         self.write = ThreadPoolExecutor(1, thread_name_prefix="write")
         self.api = ThreadPoolExecutor(2, thread_name_prefix="api")
+        self.thumbnails = ThreadPoolExecutor(2, thread_name_prefix="thumbnails")
         self.clicks = ThreadPoolExecutor(1, thread_name_prefix="clicks")
         self.backfill = ThreadPoolExecutor(1, thread_name_prefix="backfill")
 
@@ -211,6 +214,7 @@ class WorkerExecutors:
             self.model,
             self.write,
             self.api,
+            self.thumbnails,
             self.clicks,
             self.backfill,
         ):

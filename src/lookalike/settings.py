@@ -370,7 +370,24 @@ class Settings(BaseSettings):
         'it (broker down) the search is answered anyway with "logged": false and counted.',
     )
 
-    log_level: str = Field(default="info", description="debug, info, warning or error.")
+    thumbnail_cache_bytes: int = Field(
+        default=200_000_000,
+        ge=0,
+        description="Disk the console's thumbnails may take under DATA_DIR/thumbnails; the "
+        "least recently used go first (0: none kept, each is made again).",
+    )
+
+    # --- logs ----------------------------------------------------------------------------------
+    log_level: str = Field(
+        default="info",
+        description="debug, info, warning or error. Kafka clients and Faust's internals log at "
+        "warning and above unless this is debug.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per record; json: one JSON object per line "
+        "(time, level, logger, message, exception) for a log collector.",
+    )
 
     @field_validator(
         "data_dir",
@@ -464,6 +481,10 @@ class Settings(BaseSettings):
     @property
     def blobs_path(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def thumbnails_path(self) -> Path:
+        return self.data_dir / "thumbnails"
 
     @property
     def ledger_path(self) -> Path:

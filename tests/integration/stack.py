@@ -15,6 +15,9 @@ import httpx
 
 from lookalike.kafka.local_broker import free_port
 
+#: What a worker logs once it consumes (lookalike.streams.worker.READY).
+READY_LINE = b"ready: consuming as group"
+
 
 def clean_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
@@ -84,8 +87,8 @@ class LookalikeProcess:
         if self.process.poll() is not None:
             raise AssertionError(f"{self.command} exited early:\n{self.log_tail()}")
         health = httpx.get(f"{self.url}/health", timeout=2).status_code == 200
-        # The HTTP server is up before the consumer group is joined; Faust logs "Ready" after.
-        return health and b"Worker]: Ready" in self.log_path.read_bytes()
+        # The HTTP server is up before the consumer group is joined; the worker says when ready.
+        return health and READY_LINE in self.log_path.read_bytes()
 
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])

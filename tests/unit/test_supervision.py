@@ -19,7 +19,8 @@ import pytest
 from lookalike.errors import StorageUnavailable
 from lookalike.executors import retry_with_backoff
 from lookalike.health import Health
-from lookalike.streams.supervision import EXIT_STOP_FORCED, BrokerMonitor, RepeatFilter
+from lookalike.logs import RepeatFilter
+from lookalike.streams.supervision import EXIT_STOP_FORCED, BrokerMonitor
 
 log = logging.getLogger("test.retry")
 

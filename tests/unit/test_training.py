@@ -114,3 +114,54 @@ def test_a_stopped_run_resumes_to_the_same_result(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="another run"):
         Trainer(config, data, "other-pairs", tmp_path / "resumed").resume()
+
+
+def test_reading_the_pairs_images_reports_progress_against_a_total(tmp_path: Path) -> None:
+    """`train`'s image reading bar has a total: each batch of images read is reported with the
+    number there are to read (query images kept by hash, here; one of them unreadable)."""
+    from datetime import UTC, datetime
+
+    from fakes import TinyEncoder
+    from imagegen import image_bytes
+
+    from lookalike.events import PairQuery, TrainingPair
+    from lookalike.images import BlobStore
+    from lookalike.training.pair_data import build_pair_tensors
+
+    class Catalogue:
+        def fetch(self, version: str, image_ids: list[str]) -> dict[str, np.ndarray]:
+            return {i: np.ones(16, np.float32) for i in image_ids}
+
+        def payloads(self, version: str, image_ids: list[str]) -> dict:
+            return {}
+
+    blobs = BlobStore(tmp_path / "blobs")
+    shas = [blobs.put(image_bytes("circles", n)) for n in range(4)] + [blobs.put(b"not an image")]
+    now = datetime.now(UTC)
+    pairs = [
+        TrainingPair(
+            pair_id=f"p{n}",
+            search_id=f"s{n}",
+            query=PairQuery(content_sha256=sha),
+            positive="a",
+            positive_rank=1,
+            negatives=["b"],
+            model_version="v",
+            served_at=now,
+            clicked_at=now,
+            click_id=f"c{n}",
+        )
+        for n, sha in enumerate(shas)
+    ]
+    reported: list[tuple[int, int]] = []
+    data = build_pair_tensors(
+        pairs,
+        TinyEncoder(),
+        Catalogue(),
+        blobs,
+        max_pixels=10**7,
+        batch=2,
+        progress=lambda done, total: reported.append((done, total)),
+    )
+    assert reported == [(2, 5), (2, 5), (1, 5)]
+    assert len(data) == 4 and data.skipped == {"query_missing": 1, "positive_missing": 0}

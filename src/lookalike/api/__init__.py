@@ -1,6 +1,7 @@
-"""The HTTP API on the Faust web server: search, catalogue, alerts, rollout, health; request
-models and roles in one table; authentication and JSON errors as middlewares; errors ->
-statuses in one place. The worker wires it to the Faust app (the app does not import it)."""
+"""The HTTP API on the Faust web server: search, catalogue, thumbnails, alerts, rollout, health,
+metrics, and the console's pages with the OpenAPI document; request and answer models and roles
+in one table; authentication and JSON errors as middlewares; errors -> statuses in one place.
+The worker wires it to the Faust app (the app does not import it)."""
 
 from .auth import Authenticator, check_exposure
 from .errors import status_for

@@ -13,6 +13,9 @@ GET  /rollout/status  rollout progress, coverage, gate, evaluation, agreement (?
 POST /rollout/{start,promote,rollback,abort,retire}
 GET  /health          liveness: the process answers (cheap, no checks)
 GET  /ready           readiness: broker, index, encoder (and disk) usable, or why not (503)
+GET  /thumbnails/{id} a JPEG thumbnail of an indexed image (?size=N), cached on disk
+GET  /metrics         Prometheus metrics: the /stats snapshot and the worker's histograms
+GET  /, /docs, /openapi.json   the console, the API reference, the OpenAPI document (.pages)
 
 Views are thin: they validate the request with the models of :mod:`.models`, run the blocking
 work on the API executor, and answer JSON. Errors become JSON with a status in one place (the
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,8 +53,10 @@ from ..events import Click
 from ..executors import WorkerExecutors, describe_error, run_in
 from ..health import Health
 from ..index import VectorIndex
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..metrics import Instruments, render
 from ..rollout import Rollout, VersionRegistry
-from ..search import SearchService
+from ..search import SearchService, ThumbnailService
 from ..settings import Settings
 from ..validation import CategoryValidator
 from .models import (
@@ -63,8 +69,10 @@ from .models import (
     RolloutRetire,
     RolloutStart,
     RolloutStatusQuery,
+    ThumbnailQuery,
     VectorsRequest,
 )
+from .pages import register_pages
 from .requests import parse_fields, parse_json, parse_search_request, read_body, read_form
 from .requests import search_served as served_event
 
@@ -90,6 +98,8 @@ class WorkerServices(Protocol):
     encoder: Encoder
     validator: CategoryValidator | None
     health: Health
+    thumbnails: ThumbnailService
+    instruments: Instruments
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -164,6 +174,7 @@ def register_api(
     _catalogue_views(app, worker, off_loop, counters)
     _alert_views(app, worker, off_loop)
     _rollout_views(app, worker, off_loop)
+    register_pages(app)
     return counters
 
 
@@ -192,7 +203,9 @@ def _search_views(
                 max_image_bytes=settings.max_image_bytes,
                 max_json_bytes=settings.api_max_json_bytes,
             )
-            response = await off_loop(worker.search.search, search_request)
+            kind = "image" if search_request.image_bytes is not None else "image_id"
+            with worker.instruments.search.labels(query=kind).time():
+                response = await off_loop(worker.search.search, search_request)
             served = served_event(response)
             # Logged before answering, so a click can refer to it: bounded (module docstring).
             logged = await log_search(served.search_id.encode(), served.model_dump_json().encode())
@@ -267,6 +280,23 @@ def _catalogue_views(
         async def get(self, request: Request, image_id: str) -> Response:
             return self.json(await off_loop(worker.search.get_image, image_id))
 
+    @app.page("/thumbnails/{image_id}")
+    class ThumbnailView(View):
+        async def get(self, request: Request, image_id: str) -> Response:
+            query = parse_fields(ThumbnailQuery, request.query)
+            started = time.perf_counter()
+            # Own threads: a slow image source must not hold up searches.
+            data, source, etag = await run_in(
+                worker.executors.thumbnails, worker.thumbnails.thumbnail, image_id, query.size
+            )
+            worker.instruments.thumbnail.labels(source=source).observe(
+                time.perf_counter() - started
+            )
+            headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+            if request.headers.get("If-None-Match") == etag:
+                return self.bytes(b"", status=304, headers=headers)
+            return self.bytes(data, content_type="image/jpeg", headers=headers)
+
     @app.page("/vectors")
     class VectorsView(View):
         async def post(self, request: Request) -> Response:
@@ -284,13 +314,23 @@ def _catalogue_views(
                 {"version": version, "vectors": {k: v.tolist() for k, v in found.items()}}
             )
 
+    async def full_stats() -> dict[str, Any]:
+        stats = await off_loop(worker.stats)
+        stats["api"] = asdict(counters)
+        stats["ready"] = await readiness(worker, off_loop)
+        return stats
+
     @app.page("/stats")
     class StatsView(View):
         async def get(self, request: Request) -> Response:
-            stats = await off_loop(worker.stats)
-            stats["api"] = asdict(counters)
-            stats["ready"] = await readiness(worker, off_loop)
-            return self.json(stats)
+            return self.json(await full_stats())
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            """The same snapshot as /stats, so the two agree (lookalike.metrics)."""
+            body = render(await full_stats(), worker.instruments)
+            return self.bytes(body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     @app.page("/dead-letters")
     class DeadLettersView(View):

@@ -4,7 +4,6 @@ message, printing JSON, calling the worker's API, and publishing events."""
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -13,6 +12,7 @@ import click
 import httpx
 
 from ..errors import LookalikeError
+from ..logs import configure_logging, is_terminal
 from ..settings import Settings
 
 
@@ -20,10 +20,15 @@ def settings_from(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def setup_logging(settings: Settings, level: str | None = None) -> None:
+    """Logs at ``level`` (default LOOKALIKE_LOG_LEVEL) in LOOKALIKE_LOG_FORMAT, on stderr."""
+    configure_logging(level or settings.log_level, settings.log_format)
+
+
+def show_progress() -> bool:
+    """Progress bars go to stderr, and only to a terminal (never into a log file, and never
+    into stdout, which may carry a command's JSON)."""
+    return is_terminal(sys.stderr)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -88,7 +93,10 @@ def publish_files(
             image_root=settings.image_root,
             mode=mode,  # type: ignore[arg-type]
         )
-        for path in tqdm(files, desc="publishing", unit="img", disable=len(files) < 50):
+        bar = tqdm(
+            files, desc="publishing", unit="img", disable=len(files) < 50 or not show_progress()
+        )
+        for path in bar:
             publisher.publish(events.event(path, None if category_from_folder else str(category)))
             sent += 1
         publisher.flush()

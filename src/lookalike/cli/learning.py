@@ -17,6 +17,7 @@ from .common import (
     print_json,
     settings_from,
     setup_logging,
+    show_progress,
 )
 
 
@@ -50,7 +51,10 @@ def simulate_clicks_command(
     except LookalikeError as exc:
         fail(str(exc))
     try:
-        with api_client(settings) as client, tqdm(total=len(queries), unit="search") as bar:
+        with (
+            api_client(settings) as client,
+            tqdm(total=len(queries), unit="search", disable=not show_progress()) as bar,
+        ):
             report = simulate_clicks(
                 client,
                 queries,
@@ -140,7 +144,9 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
 @click.option("--tail-lr", default=3e-4, show_default=True, help="Learning rate of the block.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--restart", is_flag=True, help="Ignore saved training state in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, no progress bars.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (progress bars go to stderr)."
+)
 @data_dir_option
 @port_option
 def train_command(
@@ -168,7 +174,7 @@ def train_command(
     from ..training import TrainConfig, train_from_pairs
 
     settings = settings_from(data_dir=data_dir, api_port=port)
-    setup_logging("warning" if as_json else settings.log_level)
+    setup_logging(settings, "warning" if as_json else None)
     config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -187,7 +193,7 @@ def train_command(
             out_dir,
             config,
             restart=restart,
-            progress=not as_json,
+            progress=show_progress(),
         )
     except LookalikeError as exc:
         fail(str(exc))

@@ -87,7 +87,7 @@ def update(
         sequence=sequence,
     )
     settings = settings_from(data_dir=data_dir)
-    setup_logging("warning")
+    setup_logging(settings, "warning")
     send_events(settings, wait_seconds, [event])
     click.echo(f"sent image_attributes_changed {event.event_id} for {image_id}")
 
@@ -110,7 +110,7 @@ def remove(
 
     events = [ImageRemoved(image_id=i, reason=reason, sequence=sequence) for i in image_ids]
     settings = settings_from(data_dir=data_dir)
-    setup_logging("warning")
+    setup_logging(settings, "warning")
     send_events(settings, wait_seconds, events)
     click.echo(f"sent {len(events)} image_removed events to {settings.uploads_topic}")
 

@@ -10,11 +10,7 @@ import click
 
 from ..errors import LookalikeError
 from ..tuning import Tuning
-from .common import (
-    fail,
-    settings_from,
-    setup_logging,
-)
+from .common import fail, settings_from, setup_logging, show_progress
 
 
 @click.command("eval")
@@ -34,7 +30,9 @@ from .common import (
     help="Query folder (with --gallery).",
 )
 @click.option("--encoder", default=None, help="[default: LOOKALIKE_ENCODER]")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (progress bars go to stderr)."
+)
 def eval_command(
     dataset_dir: Path | None,
     gallery: Path | None,
@@ -49,14 +47,14 @@ def eval_command(
     from ..evaluation import evaluate
 
     settings = settings_from(encoder=encoder)
-    setup_logging("warning")
+    setup_logging(settings, "warning")
     if (dataset_dir is None) == (gallery is None and queries is None):
         fail("give DATASET_DIR, or --gallery DIR --queries DIR")
     try:
         configure_threads(settings.torch_threads)
         model = encoder_from_settings(settings)
         metrics = evaluate(
-            model, dataset_dir, gallery=gallery, queries=queries, progress=not as_json
+            model, dataset_dir, gallery=gallery, queries=queries, progress=show_progress()
         )
     except LookalikeError as exc:
         fail(str(exc))
@@ -83,7 +81,9 @@ def eval_command(
     "--threshold", type=float, default=None, help="[default: LOOKALIKE_VALIDATION_THRESHOLD]"
 )
 @click.option("--encoder", default=None, help="[default: LOOKALIKE_ENCODER]")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (progress bars go to stderr)."
+)
 def validate_eval_command(
     dataset_dir: Path,
     mislabel_rate: float,
@@ -100,7 +100,7 @@ def validate_eval_command(
     from ..validation.calibration import validate_eval
 
     settings = settings_from(encoder=encoder, validation_threshold=threshold)
-    setup_logging("warning")
+    setup_logging(settings, "warning")
     try:
         configure_threads(settings.torch_threads)
         model = encoder_from_settings(settings)
@@ -112,7 +112,7 @@ def validate_eval_command(
             mislabel_rate=mislabel_rate,
             seed=seed,
             batch_size=batch_size or Tuning.choose(settings, model.device.type).batch_size,
-            progress=not as_json,
+            progress=show_progress(),
         )
     except LookalikeError as exc:
         fail(str(exc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 import click
@@ -18,7 +19,9 @@ from .common import (
     publish_files,
     settings_from,
     setup_logging,
+    show_progress,
 )
+from .progress import IndexingProgress
 
 log = logging.getLogger("lookalike")
 
@@ -42,17 +45,19 @@ def up(
 
     Starts (or reuses) the local broker when LOOKALIKE_KAFKA_BOOTSTRAP is unset, opens the index
     (embedded under the data dir unless LOOKALIKE_QDRANT_URL is set; an index written by an
-    earlier lookalike is migrated first), and runs the indexing worker and the HTTP API on
-    127.0.0.1:PORT. On exit it stops the local broker it manages (never one another running
-    `up` manages: a second `up` on the same data dir is refused). Exits with status 3 when the
-    broker stays unreachable (LOOKALIKE_BROKER_LOST_EXIT).
+    earlier lookalike is migrated first), and runs the indexing worker, the HTTP API and the
+    console (http://127.0.0.1:PORT/). With --index, shows the indexing progress until the
+    published images are consumed. On exit it stops the local broker it manages (never one
+    another running `up` manages: a second `up` on the same data dir is refused). Exits with
+    status 3 when the broker stays unreachable (LOOKALIKE_BROKER_LOST_EXIT).
     """
     from ..api.auth import check_exposure
     from ..index import legacy_index_path
     from ..kafka.local_broker import start_local_broker, stop_local_broker
 
     settings = settings_from(data_dir=data_dir, api_port=port, encoder=encoder)
-    setup_logging(settings.log_level)
+    setup_logging(settings)
+    log.info("version %s, data in %s", version("lookalike"), settings.data_dir)
     me = os.getpid()
     try:
         check_exposure(settings)  # before a broker is started for nothing
@@ -64,18 +69,23 @@ def up(
             bootstrap = broker.bootstrap
         else:
             bootstrap = settings.kafka_bootstrap or ""
+        progress: IndexingProgress | None = None
         try:
             if index_paths:
+                what = ", ".join(map(str, index_paths))
                 sent = publish_files(
                     settings, bootstrap, list(index_paths), None, True, "cli-seller", "auto"
                 )
-                log.info(
-                    "published %d upload events from %s", sent, ", ".join(map(str, index_paths))
-                )
+                log.info("published %d upload events from %s", sent, what)
+                if sent:
+                    progress = IndexingProgress(settings, sent, what, show_progress())
+                    progress.start()
             from ..streams.worker import run_worker  # torch, faust: imported after the broker is up
 
             run_worker(settings, bootstrap)
         finally:
+            if progress is not None:
+                progress.stop()
             if managed_broker:
                 stop_local_broker(settings, owner=me)  # only if it is still ours
     except BrokerUnavailable as exc:
@@ -94,7 +104,8 @@ def _migrate(settings: Settings) -> dict:
         "engine (once; the old folder is kept as qdrant.migrated)",
         settings.qdrant_path,
     )
-    with tqdm(total=legacy_points(settings.qdrant_path), unit="point", desc="migrating") as bar:
+    total = legacy_points(settings.qdrant_path)
+    with tqdm(total=total, unit="point", desc="migrating", disable=not show_progress()) as bar:
         return migrate_local_mode(settings, progress=bar.update)
 
 
@@ -107,7 +118,7 @@ def migrate(data_dir: Path | None) -> None:
     from ..index import legacy_index_path
 
     settings = settings_from(data_dir=data_dir)
-    setup_logging("warning")
+    setup_logging(settings, "warning")
     if legacy_index_path(settings) is None:
         fail(f"nothing to migrate in {settings.data_dir} (no {settings.qdrant_path.name}/ index)")
     try:
@@ -127,7 +138,7 @@ def worker(data_dir: Path | None, port: int | None) -> None:
     from ..streams.worker import run_worker
 
     settings = settings_from(data_dir=data_dir, api_port=port)
-    setup_logging(settings.log_level)
+    setup_logging(settings)
     try:
         run_worker(settings, resolve_bootstrap(settings))
     except BrokerUnavailable as exc:
@@ -194,7 +205,7 @@ def publish(
     if not category and not category_from_folder:
         fail("give --category C or --category-from-folder")
     settings = settings_from(data_dir=data_dir)
-    setup_logging("warning")
+    setup_logging(settings, "warning")
     try:
         sent = publish_files(
             settings,

@@ -21,16 +21,16 @@ def embed_folder(
     """Embed (file, label) pairs the way the worker does (safe decode, preprocessing, batches)."""
     size = encoder.preprocessing.resize
     out = []
-    for start in tqdm(
-        range(0, len(pairs), batch), desc="embedding", unit="batch", disable=not progress
-    ):
-        pixels = [
-            encoder.preprocess(
-                decode_image(path.read_bytes(), max_pixels=50_000_000, target_size=size)
-            )
-            for path, _ in pairs[start : start + batch]
-        ]
-        out.append(encoder.embed_tensors(pixels))
+    with tqdm(total=len(pairs), desc="embedding", unit="img", disable=not progress) as bar:
+        for start in range(0, len(pairs), batch):
+            pixels = [
+                encoder.preprocess(
+                    decode_image(path.read_bytes(), max_pixels=50_000_000, target_size=size)
+                )
+                for path, _ in pairs[start : start + batch]
+            ]
+            out.append(encoder.embed_tensors(pixels))
+            bar.update(len(pixels))
     return np.concatenate(out) if out else np.zeros((0, encoder.dim), dtype=np.float32)
 
 

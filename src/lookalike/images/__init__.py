@@ -5,7 +5,8 @@
 micro-batch at a time, in threads or processes); both raise
 :class:`~lookalike.errors.ImageRejected` subclasses with a reason for the dead letters.
 :class:`BlobStore` keeps image bytes by content hash (inline uploads, search queries), and
-:func:`payload_bytes` reads an indexed image again from its stored reference.
+:func:`payload_bytes` reads an indexed image again from its stored reference;
+:class:`ThumbnailCache` keeps small copies for the console.
 """
 
 from .blobs import BlobStore
@@ -14,6 +15,7 @@ from .decode_pool import DecodedImage, DecodePool, decode_for_encoders
 from .fetch import ImageFetcher
 from .files import IMAGE_SUFFIXES, iter_image_files
 from .source import payload_bytes
+from .thumbnails import ThumbnailCache
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -21,6 +23,7 @@ __all__ = [
     "DecodePool",
     "DecodedImage",
     "ImageFetcher",
+    "ThumbnailCache",
     "decode_for_encoders",
     "decode_image",
     "iter_image_files",

@@ -17,9 +17,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from ..errors import StorageUnavailable
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path`` and rename it: a crash never leaves a
+    truncated file. On an error the temporary file is removed and the error raised."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # a half-written file only takes the space back
+        raise
 
 
 class BlobStore:
@@ -41,14 +56,9 @@ class BlobStore:
         path = self.path(digest)
         if path.exists():
             return digest
-        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            write_atomically(path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)  # a half-written file only takes the space back
             if StorageUnavailable.is_storage_error(exc):
                 raise StorageUnavailable(self.what, self.root, exc, self.setting) from exc
             raise

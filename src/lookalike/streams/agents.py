@@ -10,6 +10,7 @@ from ..consumers import AlertWriter, DeadLetterLimits, DeadLetterWriter
 from .app import Topics, consumed
 from .batches import InFlightBatches
 from .click_pairs import ClickPairs, PairSink
+from .lag import LagProbe
 from .runtime import Runtime
 
 
@@ -31,6 +32,7 @@ def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
             alerts=alerts,
             health=runtime.health,
             max_delay=settings.retry_max_delay,
+            instruments=runtime.instruments,
         )
         try:
             async for events in stream.take_events(
@@ -64,6 +66,21 @@ def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
     async def write_training_pairs(stream: faust.StreamT) -> None:
         async for events in stream.take_events(500, within=1.0):
             await pair_sink.write([consumed(e) for e in events])
+
+    lag_probe = LagProbe(
+        app,
+        [
+            settings.uploads_topic,
+            settings.searches_topic,
+            settings.clicks_topic,
+            settings.training_pairs_topic,
+        ],
+        runtime.consumer_lag,
+    )
+
+    @app.timer(interval=LagProbe.INTERVAL)
+    async def measure_lag() -> None:
+        await lag_probe.measure()
 
     @app.task
     async def backfill() -> None:

@@ -22,6 +22,7 @@ from ..consumers import AlertWriter, DeadLetterWriter
 from ..executors import WorkerExecutors, retry_with_backoff, run_in
 from ..health import Health
 from ..indexing import BatchResult, IndexingPipeline
+from ..metrics import Instruments
 from .app import consumed
 from .counters import Counters
 
@@ -41,6 +42,7 @@ class InFlightBatches:
         alerts: AlertWriter | None = None,
         health: Health | None = None,
         max_delay: float = 30.0,
+        instruments: Instruments | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.executors = executors
@@ -50,6 +52,8 @@ class InFlightBatches:
         #: Where a failing stage reports itself (GET /ready), and the longest retry pause.
         self.health = health
         self.max_delay = max_delay
+        #: Stage durations for /metrics.
+        self.instruments = instruments
         self._slots = asyncio.Semaphore(depth)
         self._last_written: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -163,16 +167,25 @@ class InFlightBatches:
         counters.last_batch_seconds = elapsed
         for outcome, count in result.verdicts.items():
             counters.verdicts[outcome] = counters.verdicts.get(outcome, 0) + count
-        stages = " ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+        if self.instruments is not None:
+            self.instruments.observe_batch(elapsed, result.timings, n)
         log.info(
-            "batch of %d: %d indexed, %d updated, %d removed, %d stale, %d dead-lettered "
-            "in %.2fs (%s)",
+            "batch of %d: %s in %.2fs (%s)",
             n,
-            len(result.indexed),
-            len(result.updated),
-            len(result.removed),
-            result.stale,
-            len(result.dead_letters),
+            describe_outcomes(result),
             elapsed,
-            stages,
+            ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()),
         )
+
+
+def describe_outcomes(result: BatchResult) -> str:
+    """What a batch did, naming only what happened: "30 indexed, 2 dead-lettered"."""
+    counts = (
+        (len(result.indexed), "indexed"),
+        (len(result.updated), "updated"),
+        (len(result.removed), "removed"),
+        (result.stale, "stale"),
+        (len(result.dead_letters), "dead-lettered"),
+    )
+    said = [f"{count} {what}" for count, what in counts if count]
+    return ", ".join(said) or "nothing to do"

@@ -23,11 +23,12 @@ from ..encoders import Encoder, configure_threads
 from ..events import EventLimits
 from ..executors import WorkerExecutors
 from ..health import Health
-from ..images import BlobStore, ImageFetcher, payload_bytes
+from ..images import BlobStore, ImageFetcher, ThumbnailCache, payload_bytes
 from ..index import open_index
 from ..indexing import ClockStore, IndexingPipeline
+from ..metrics import ConsumerLag, Instruments
 from ..rollout import BackfillInputs, Rollout, VersionRegistry, WorkerModels
-from ..search import SearchService
+from ..search import SearchService, ThumbnailService
 from ..settings import Settings
 from ..tuning import Tuning
 from ..validation import CategoryValidator, ValidationSettings, add_exemplar, review_alert
@@ -98,8 +99,20 @@ class Runtime:
             settings.clicks_path, window=settings.click_window, grace=settings.click_grace
         )
         self.pair_files = PairFileWriter(settings.training_pairs_dir)
+        self.thumbnails = ThumbnailService(
+            self.search,
+            self.index,
+            self.fetcher,
+            self.blobs,
+            ThumbnailCache(
+                settings.thumbnails_path, settings.thumbnail_cache_bytes, settings.max_image_pixels
+            ),
+        )
         self.executors = WorkerExecutors()
         self.counters = Counters()
+        #: Histograms for /metrics; the consumer lag the worker measures every few seconds.
+        self.instruments = Instruments()
+        self.consumer_lag = ConsumerLag()
         self.rollout = self._make_rollout()
 
     def _make_rollout(self) -> Rollout:
@@ -196,7 +209,10 @@ class Runtime:
             "online": self.click_join.online_metrics(),
             "clicks": self.click_join.counts()
             | {"training_pairs": len(self.pair_files), "pairs_dir": str(self.pair_files.root)},
+            "consumer_lag": self.consumer_lag.snapshot(),
+            "thumbnails": self.thumbnails.cache.usage(),
             "worker": {
+                "started_at": counters.started_at,
                 "uptime_seconds": round(time.time() - counters.started_at, 1),
                 "events_consumed": counters.events_consumed,
                 "images_indexed": counters.images_indexed,

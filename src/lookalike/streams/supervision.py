@@ -8,8 +8,8 @@ and it exits for a supervisor to restart it when the broker stays gone.
   event loop, so it works however stuck that is). It keeps ``broker`` in the worker's
   :class:`~lookalike.health.Health` (``GET /ready``), logs the loss and the recovery once, and
   after ``LOOKALIKE_BROKER_LOST_EXIT`` seconds unreachable stops the worker with status 3.
-* :class:`RepeatFilter`: Kafka client libraries log every failed reconnect; the same warning
-  from the same library is let through once a minute, with how many were held back.
+
+Repeated library warnings are held back by :class:`lookalike.logs.RepeatFilter`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ EXIT_BROKER_LOST = 3
 #: Exit status of a worker whose stop did not finish within LOOKALIKE_SHUTDOWN_GRACE.
 EXIT_STOP_FORCED = 1
 
-#: Libraries whose repeated warnings are held back (our own logs say things once already).
-NOISY_LOGGERS = ("aiokafka", "kafka", "faust", "mode")
-
 
 class ExitWatchdog:
     def __init__(self, grace: float) -> None:
@@ -54,6 +51,12 @@ class ExitWatchdog:
             return
         self.exit_code, self.reason = code, reason
         self._armed.set()
+        log.info(
+            "stopping (%s): finishing the batches in flight, at most %gs "
+            "(LOOKALIKE_SHUTDOWN_GRACE); Ctrl-C again stops at once",
+            reason,
+            self.grace,
+        )
         threading.Thread(target=self._expire, name="exit-watchdog", daemon=True).start()
 
     def _expire(self) -> None:
@@ -159,38 +162,3 @@ class BrokerMonitor:
                     )
                     return
             self._stop.wait(self.interval)
-
-
-class RepeatFilter(logging.Filter):
-    """Lets a library's warning (same logger, same message template) through once per
-    ``window`` seconds; the next one that passes says how many were held back."""
-
-    def __init__(self, window: float = 60.0, prefixes: tuple[str, ...] = NOISY_LOGGERS) -> None:
-        super().__init__()
-        self.window = window
-        self.prefixes = prefixes
-        self._lock = threading.Lock()
-        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING or not record.name.startswith(self.prefixes):
-            return True
-        key = (record.name, record.levelno, str(record.msg))
-        now = time.monotonic()
-        with self._lock:
-            last, held = self._seen.get(key, (0.0, 0))
-            if last and now - last < self.window:
-                self._seen[key] = (last, held + 1)
-                return False
-            self._seen[key] = (now, 0)
-        if held:
-            record.msg = f"{record.msg} ({held} more like it in the last {self.window:.0f}s)"
-        return True
-
-
-def quiet_repeats(logger: logging.Logger) -> None:
-    """Install one :class:`RepeatFilter` on every handler of ``logger`` (the root logger)."""
-    repeat = RepeatFilter()
-    for handler in logger.handlers:
-        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
-            handler.addFilter(repeat)

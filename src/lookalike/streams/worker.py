@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from ..api import check_exposure, register_api, web_options
 from ..errors import BrokerUnavailable
@@ -24,27 +25,49 @@ from .supervision import (
     EXIT_BROKER_LOST,
     BrokerMonitor,
     ExitWatchdog,
-    quiet_repeats,
     stop_on_signals,
 )
 
 log = logging.getLogger(__name__)
 
+#: Logged once the worker has joined its consumer group and consumes (tests wait for it).
+READY = "ready: consuming as group {group}; console {console} (API reference: /docs)"
+
 
 class SupervisedWorker(faust.Worker):
-    """faust.Worker whose stop is bounded in time and whose libraries' logs repeat less."""
+    """faust.Worker whose stop is bounded in time, that leaves logging as the command set it
+    up (:func:`lookalike.logs.configure_logging`), and that says in one line when it is ready."""
 
-    def __init__(self, app: faust.App, watchdog: ExitWatchdog, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
+    def __init__(
+        self, app: faust.App, watchdog: ExitWatchdog, ready_message: str, **kwargs: Any
+    ) -> None:
+        super().__init__(app, override_logging=False, redirect_stdouts=False, **kwargs)
+        # Faust's start-up spinner draws on stdout (escape codes even when it is not a
+        # terminal): the ready line says the same, on the log.
+        self.spinner = None
         self.watchdog = watchdog
+        self.ready_message = ready_message
 
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        super().on_setup_root_logger(logger, level)
-        quiet_repeats(logger)
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        log.info("%s", self.ready_message)
 
     def install_signal_handlers(self) -> None:
         super().install_signal_handlers()
         stop_on_signals(self.watchdog)
+
+
+def log_assignments(app: faust.App, topics: list[str]) -> None:
+    """One line per rebalance: which partitions of our topics this worker now consumes."""
+
+    @app.on_partitions_assigned.connect
+    async def assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        by_topic: dict[str, list[int]] = {}
+        for tp in assigned:
+            if tp.topic in topics:
+                by_topic.setdefault(tp.topic, []).append(tp.partition)
+        described = ", ".join(f"{t} {sorted(p)}" for t, p in sorted(by_topic.items())) or "none"
+        log.info("partitions assigned: %s", described)
 
 
 def run_worker(settings: Settings, bootstrap: str) -> None:
@@ -86,11 +109,17 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         topics = Topics.declare(app, settings)
         register_agents(app, topics, runtime)
         register_api(app, runtime, log_search=topics.log_search, send_click=topics.send_click)
-        log.info(
-            "worker: Kafka %s, API http://%s:%d", bootstrap, settings.api_host, settings.api_port
-        )
+        log_assignments(app, settings.all_topics)
+        api = f"http://{settings.api_host}:{settings.api_port}"
+        log.info("worker: Kafka %s, API %s", bootstrap, api)
         monitor.start()
-        worker = SupervisedWorker(app, watchdog, loglevel=settings.log_level, quiet=True)
+        worker = SupervisedWorker(
+            app,
+            watchdog,
+            READY.format(console=f"{api}/", group=settings.app_id),
+            loglevel=settings.log_level,
+            quiet=True,
+        )
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:

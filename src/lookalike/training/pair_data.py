@@ -135,9 +135,10 @@ def build_pair_tensors(
     fetcher: ImageFetcher | None = None,
     tail: bool = False,
     batch: int = 32,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PairTensors:
     """Resolve every image the pairs name; pairs with a missing image are skipped (counted).
+    ``progress(done, total)`` is told of each batch of images read (``total``: all to read).
 
     ``tail=False``: rows are base vectors (catalogue images read from the index, queries
     embedded). ``tail=True``: rows are the base trunk's feature maps, so the tail can be trained;
@@ -178,7 +179,7 @@ def _run_images(
     max_pixels: int,
     tail: bool,
     batch: int,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int, int], None] | None,
 ) -> list[tuple[str, torch.Tensor]]:
     """Decode and run the images through the base, in batches: (key, row) for each readable
     one (base vectors, or trunk maps to train a tail on)."""
@@ -206,7 +207,7 @@ def _run_images(
         if tensors:
             out.extend(zip(keys, model(tensors), strict=True))
         if progress is not None:
-            progress(len(chunk))
+            progress(len(chunk), len(to_run))
     return out
 
 

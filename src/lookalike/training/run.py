@@ -67,6 +67,11 @@ def _pair_tensors(
             raise ConfigurationError(f"{base.name} has no trainable last block: train a head only")
         fetcher = stack.enter_context(ImageFetcher.from_settings(settings)) if tail else None
         bar = tqdm(desc="reading images", unit="img", disable=not progress)
+
+        def read(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done)
+
         data = build_pair_tensors(
             pairs,
             base,
@@ -75,7 +80,7 @@ def _pair_tensors(
             max_pixels=settings.max_image_pixels,
             fetcher=fetcher,
             tail=tail,
-            progress=bar.update,
+            progress=read,
         )
         bar.close()
     if data.skipped and any(data.skipped.values()):
