@@ -1,7 +1,7 @@
 """Search at catalogue scale: what a marketplace would ask of the embedded index, per size N.
 
     .venv/bin/python benchmarks/search_scale.py [--sizes 10000,100000] [--quantization none]
-        [--queries 200] [--dataset DIR]
+        [--queries 200] [--dataset DIR] [--memory-limit-gb 1.5]
 
 For each N, in one run:
   build       N images written through the worker's own write step (IndexingPipeline.write:
@@ -10,7 +10,9 @@ For each N, in one run:
               (the configured encoder) plus small noise; 10 categories; 500 sellers; payloads
               as the worker writes them. Then the HNSW graph is brought up to date.
   start-up    `lookalike worker` on that data dir, from launch to ready (/health answers and the
-              consumer group is joined); its RSS once searches ran; the index's size on disk
+              consumer group is joined); its RSS once searches ran; the index's size on disk.
+              With --memory-limit-gb the worker at N runs in a memory cgroup with that limit
+              (its mapped index pages count against it too) and the group's peak is printed
   search      through the HTTP API, one client: by id and by image, unfiltered, with a
               category filter (10% of the catalogue) and a seller filter (0.2%): p50 / p99
               ms, and recall@10 against exact search (numpy over all N vectors)
@@ -29,6 +31,7 @@ for recall, an empty index for ingest, one client for throughput): these machine
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -140,8 +143,60 @@ def exact_top(vectors: np.ndarray, query: np.ndarray, mask: np.ndarray | None, k
     return {f"img-{i}" for i in top[np.argsort(-scores[top])] if np.isfinite(scores[i])}
 
 
+class MemoryCap:
+    """A memory cgroup (v2 or v1) for the worker at N: a limit on all it holds, the index's
+    mapped pages included, which the kernel then takes back instead of letting RSS grow."""
+
+    def __init__(self, limit_bytes: int, name: str) -> None:
+        self.path = own_memory_cgroup() / name
+        try:
+            self.path.mkdir(exist_ok=True)
+        except OSError as e:
+            raise SystemExit(f"--memory-limit-gb needs a writable memory cgroup: {e}") from e
+        self.v2 = (self.path / "memory.max").exists()
+        limit = "memory.max" if self.v2 else "memory.limit_in_bytes"
+        (self.path / limit).write_text(str(limit_bytes))
+
+    def enter(self) -> None:
+        """Run in the child before it execs (Popen's preexec_fn)."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def peak_mib(self) -> float:
+        peak = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
+        return int((self.path / peak).read_text()) / 2**20
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):  # a v1 group still charged for pages: left behind
+            self.path.rmdir()
+
+
+def own_memory_cgroup() -> Path:
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():  # v2: one hierarchy
+        relative = next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
+        return Path("/sys/fs/cgroup") / relative.lstrip("/")
+    relative = next(line.split(":", 2)[2] for line in lines if ":memory:" in line)
+    return Path("/sys/fs/cgroup/memory") / relative.lstrip("/")
+
+
+def drop_cached(folder: Path) -> None:
+    """Evict the folder's files from the page cache, so the capped worker's reads are charged
+    to its cgroup (pages cached by the build would be charged to this process)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 class Worker:
-    def __init__(self, data_dir: Path, bootstrap: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, data_dir: Path, bootstrap: str, env: dict[str, str], cap: MemoryCap | None = None
+    ) -> None:
+        self.cap = cap
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"worker-{self.port}.log"
@@ -163,6 +218,7 @@ class Worker:
                 env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=cap.enter if cap else None,
             )
         wait_until(self.ready, 600, 0.05)
         self.startup_seconds = time.perf_counter() - self.started
@@ -363,7 +419,7 @@ def crash_check(
     at_kill = worker.indexed() - before
     worker.process.kill()
     worker.process.wait()
-    restarted = Worker(data, bootstrap, env)
+    restarted = Worker(data, bootstrap, env, worker.cap)
     wait_until(lambda: restarted.indexed() >= before + len(events), 900, 0.5)
     time.sleep(5)  # anything replayed twice would show now
     with httpx.Client(base_url=restarted.url, timeout=30) as client:
@@ -419,7 +475,11 @@ def run_size(
     runtime.index.optimize(version)  # after the background build running now, if any
     optimize_seconds = time.perf_counter() - optimize_started
     runtime.close()
-    worker = Worker(data, bootstrap, env)
+    cap = None
+    if args.memory_limit_gb:
+        cap = MemoryCap(int(args.memory_limit_gb * 1e9), f"lookalike-scale-{os.getpid()}-{n}")
+        drop_cached(data)
+    worker = Worker(data, bootstrap, env, cap)
     try:
         rows = search_rows(worker, vectors, categories, sellers, files, args.queries, seed=n)
         one = throughput(worker, n, 1, args.seconds)
@@ -451,8 +511,13 @@ def run_size(
         )
     finally:
         worker.stop()
+        peak = cap.peak_mib() if cap else None
+        if cap:
+            cap.remove()
     return {
         "n": n,
+        "memory_limit_gb": args.memory_limit_gb,
+        "cgroup_peak_mib": None if peak is None else round(peak),
         "build_images_per_s": round(n / build_seconds, 1),
         "build_first_5pct_per_s": round(rates[0], 1),
         "build_last_5pct_per_s": round(rates[-1], 1),
@@ -481,6 +546,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--ingest", type=int, default=256, help="Images ingested at N and empty.")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        default=None,
+        help="Run the worker at N in a memory cgroup with this limit (GB, 10^9 bytes).",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="Keep the data dirs here.")
     args = parser.parse_args()
     configure_threads(0, reserve=1)
@@ -521,6 +592,12 @@ def print_result(r: dict[str, Any], clients: int) -> None:
         f"({r['worker_anon_mib']} anonymous), "
         f"index on disk {r['disk_mib']} MiB"
     )
+    if r["memory_limit_gb"]:
+        print(
+            f"worker at N in a memory cgroup limited to {r['memory_limit_gb']} GB: peak "
+            f"{r['cgroup_peak_mib']} MiB charged (its own memory and the index pages it read; "
+            "libraries already cached are not charged)"
+        )
     print(f"{'query (HTTP, k=10)':<30} {'p50 ms':>8} {'p99 ms':>8} {'recall@10 vs exact':>19}")
     for row in r["searches"]:
         recall = "-" if row["recall@10"] is None else f"{row['recall@10']:.3f}"

@@ -129,58 +129,82 @@ async def retry_with_backoff(
     The log says it once: the first failure (or a new kind of failure), "still failing" every
     few minutes, and the recovery; not every try. With ``health``, the failing part is reported
     for readiness, and several loops failing for the same reason say it once between them."""
+    report = _FailureReport(what, log, kept, max_delay, health, part)
     delay = first_delay
-    tries, started, last_said = 0, time.monotonic(), ""
-    said_at = started
-    trouble_part: str | None = None
     while True:
         try:
             result = await attempt()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            tries += 1
-            reason = describe_error(exc)
-            trouble_part = failing_part(exc, part)
-            new = reason != last_said
-            if health is not None:
-                known = health.trouble(trouble_part)
-                new = health.failing(trouble_part, f"{what}: {reason}") or (
-                    known is not None and not known.reason.endswith(reason)
-                )
-            now = time.monotonic()
-            if new:
-                log.error(
-                    "%s failed: %s. Retrying with back-off (pauses up to %.0fs); %s. Said once; "
-                    "the log tells when it recovers.",
-                    what,
-                    reason,
-                    max_delay,
-                    kept,
-                )
-                said_at, last_said = now, reason
-            elif now - said_at >= STILL_FAILING_EVERY:
-                log.warning(
-                    "%s still failing after %d tries over %.0fs: %s",
-                    what,
-                    tries,
-                    now - started,
-                    reason,
-                )
-                said_at = now
+            report.failed(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
             continue
-        if tries:
-            recovered = health.fine(trouble_part) if health and trouble_part else True
-            if recovered:
-                log.warning(
-                    "%s recovered after %d failed tries (%.0fs)",
-                    what,
-                    tries,
-                    time.monotonic() - started,
-                )
+        report.succeeded()
         return result
+
+
+class _FailureReport:
+    """What one retry loop says about its failures: once, then rarely, then the recovery."""
+
+    def __init__(
+        self,
+        what: str,
+        log: logging.Logger,
+        kept: str,
+        max_delay: float,
+        health: Health | None,
+        part: str,
+    ) -> None:
+        self.what, self.log, self.kept, self.max_delay = what, log, kept, max_delay
+        self.health, self.part = health, part
+        self.tries, self.started = 0, time.monotonic()
+        self.said_at, self.last_said = self.started, ""
+        self.trouble_part: str | None = None
+
+    def failed(self, exc: Exception) -> None:
+        self.tries += 1
+        reason = describe_error(exc)
+        self.trouble_part = failing_part(exc, self.part)
+        new = reason != self.last_said
+        if self.health is not None:
+            known = self.health.trouble(self.trouble_part)
+            new = self.health.failing(self.trouble_part, f"{self.what}: {reason}") or (
+                known is not None and not known.reason.endswith(reason)
+            )
+        now = time.monotonic()
+        if new:
+            self.log.error(
+                "%s failed: %s. Retrying with back-off (pauses up to %.0fs); %s. Said once; "
+                "the log tells when it recovers.",
+                self.what,
+                reason,
+                self.max_delay,
+                self.kept,
+            )
+            self.said_at, self.last_said = now, reason
+        elif now - self.said_at >= STILL_FAILING_EVERY:
+            self.log.warning(
+                "%s still failing after %d tries over %.0fs: %s",
+                self.what,
+                self.tries,
+                now - self.started,
+                reason,
+            )
+            self.said_at = now
+
+    def succeeded(self) -> None:
+        if not self.tries:
+            return
+        if self.health and self.trouble_part and not self.health.fine(self.trouble_part):
+            return  # another loop failing for the same part said the recovery already
+        self.log.warning(
+            "%s recovered after %d failed tries (%.0fs)",
+            self.what,
+            self.tries,
+            time.monotonic() - self.started,
+        )
 
 
 @dataclass

@@ -75,6 +75,7 @@ from .models import (
 from .pages import register_pages
 from .requests import parse_fields, parse_json, parse_search_request, read_body, read_form
 from .requests import search_served as served_event
+from .sending import BoundedSend
 
 log = logging.getLogger(__name__)
 
@@ -119,38 +120,6 @@ class ApiCounters:
 OffLoop = Callable[..., Awaitable[Any]]
 
 
-class BoundedSend:
-    """Hands a record to Kafka but waits at most ``timeout``: a broker that is gone must not
-    hang a request. A send given up on keeps going in the background (it may still land)."""
-
-    def __init__(self, send: SendFn, timeout: float, what: str) -> None:
-        self._send = send
-        self.timeout = timeout
-        self.what = what
-        self._failing = False
-
-    async def __call__(self, key: bytes | None, value: bytes) -> bool:
-        task = asyncio.ensure_future(self._send(key, value))
-        task.add_done_callback(_consume_exception)
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.timeout)
-        except (TimeoutError, Exception) as exc:
-            if not self._failing:  # said once per outage, not per request
-                reason = f"no answer within {self.timeout:g}s" if not str(exc) else str(exc)
-                log.warning("cannot hand %s to Kafka (%s)", self.what, reason)
-            self._failing = True
-            return False
-        if self._failing:
-            log.warning("%s reach Kafka again", self.what)
-            self._failing = False
-        return True
-
-
-def _consume_exception(task: asyncio.Future) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: an abandoned send's failure is not "never retrieved"
-
-
 def register_api(
     app: faust.App, worker: WorkerServices, log_search: SendFn, send_click: SendFn
 ) -> ApiCounters:
@@ -171,7 +140,8 @@ def register_api(
         BoundedSend(send_click, timeout, "clicks"),
     )
     _health_views(app, worker, off_loop)
-    _catalogue_views(app, worker, off_loop, counters)
+    _catalogue_views(app, worker, off_loop)
+    _stats_views(app, worker, off_loop, counters)
     _alert_views(app, worker, off_loop)
     _rollout_views(app, worker, off_loop)
     register_pages(app)
@@ -270,9 +240,7 @@ async def readiness(worker: WorkerServices, off_loop: OffLoop) -> dict[str, Any]
     return report
 
 
-def _catalogue_views(
-    app: faust.App, worker: WorkerServices, off_loop: OffLoop, counters: ApiCounters
-) -> None:
+def _catalogue_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) -> None:
     settings = worker.settings
 
     @app.page("/images/{image_id}")
@@ -314,6 +282,10 @@ def _catalogue_views(
                 {"version": version, "vectors": {k: v.tolist() for k, v in found.items()}}
             )
 
+
+def _stats_views(
+    app: faust.App, worker: WorkerServices, off_loop: OffLoop, counters: ApiCounters
+) -> None:
     async def full_stats() -> dict[str, Any]:
         stats = await off_loop(worker.stats)
         stats["api"] = asdict(counters)
