@@ -467,7 +467,9 @@ def run_size(
     runtime = Runtime(settings)
     assert runtime.encoder.version == version
     started = time.perf_counter()
-    rates = build(runtime.pipeline, version, vectors, categories, sellers, settings.batch_size)
+    rates = build(
+        runtime.pipeline, version, vectors, categories, sellers, runtime.tuning.batch_size
+    )
     build_seconds = time.perf_counter() - started
     optimize_started = time.perf_counter()
     runtime.index.optimize(version)  # after the background build running now, if any

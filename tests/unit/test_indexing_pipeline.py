@@ -454,6 +454,9 @@ def test_index_failure_while_preparing_is_retried_not_dead_lettered(
         def get(self, image_id: str) -> Any:
             raise ConnectionError("qdrant is down")
 
+        def get_many(self, image_ids: Any) -> Any:  # prepare reads a batch's clocks at once
+            raise ConnectionError("qdrant is down")
+
     p = make_pipeline(encoder, index, fetcher, clocks=DownClocks())
     try:
         with pytest.raises(ConnectionError):

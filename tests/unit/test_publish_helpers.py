@@ -15,6 +15,7 @@ from lookalike.events import FileSource, ImageUploaded, InlineSource, UrlSource,
 from lookalike.images import iter_image_files
 from lookalike.kafka.file_events import (
     MAX_INLINE_BYTES,
+    FileEvents,
     event_for_file,
     event_for_url,
     image_id_for_file,
@@ -219,3 +220,51 @@ def test_event_for_url() -> None:
 def test_event_for_bad_url_is_a_configuration_error(url: str) -> None:
     with pytest.raises(ConfigurationError):
         event_for_url(url, category="c", seller_id="s")
+
+
+# --- FileEvents: many files, each folder resolved once ----------------------------------------
+
+
+def test_file_events_match_the_one_file_helpers(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same ids and sources as event_for_file, through a symlinked folder, a symlinked file
+    and relative paths alike."""
+    (tmp_path / "linked-folder").symlink_to(tree / "z")
+    (tree / "z" / "y" / "alias.jpg").symlink_to(tree / "b.jpg")
+    monkeypatch.chdir(tree)
+    paths = [
+        *iter_image_files([tree]),
+        tmp_path / "linked-folder" / "c.webp",
+        Path("z/y/alias.jpg"),
+        Path("z/y/../c.webp"),
+    ]
+    events = FileEvents(seller_id="s", image_root=tree / "z", mode="auto")
+    for path in paths:
+        built = events.event(path)
+        one = event_for_file(
+            path, category=path.resolve().parent.name, seller_id="s", image_root=tree / "z"
+        )
+        assert built.image_id == one.image_id, path
+        assert built.image == one.image, path
+        assert built.category == one.category, path
+    # The symlinked file's digest is its target's, as before.
+    digest = image_id_for_file(tree / "b.jpg").rsplit("-", 1)[1]
+    assert events.event(Path("z/y/alias.jpg")).image_id == f"alias-{digest}"
+
+
+def test_file_events_resolve_each_folder_once(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resolved: list[Path] = []
+    real_resolve = Path.resolve
+
+    def counting(self: Path, strict: bool = False) -> Path:
+        resolved.append(self)
+        return real_resolve(self, strict)
+
+    files = list(iter_image_files([tree]))
+    monkeypatch.setattr(Path, "resolve", counting)
+    events = FileEvents(seller_id="s", image_root=None)
+    categories = [events.event(path).category for path in files]
+    assert categories == ["photos", "photos", "z", "y", "y"]
+    assert sorted(map(str, resolved)) == sorted({str(p.parent) for p in files})
+    assert events.event(files[0], category="hats").category == "hats"

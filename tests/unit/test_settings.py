@@ -26,7 +26,7 @@ def test_defaults(settings_env: Path) -> None:
     assert s.topic_prefix == "lookalike" and s.collection_prefix == "lookalike"
     assert s.encoder == "efficientnet-lite0"
     assert s.device == "auto"
-    assert s.batch_size == 32
+    assert s.batch_size is None  # unset: chosen for the device (lookalike.tuning)
     assert s.topic_partitions == 4
     assert s.max_image_bytes == 20_000_000
     assert s.max_image_pixels == 50_000_000
@@ -65,7 +65,7 @@ def test_unprefixed_env_vars_are_ignored(
     monkeypatch.setenv("BATCH_SIZE", "3")
     monkeypatch.setenv("KAFKA_BOOTSTRAP", "elsewhere:9092")
     s = Settings()
-    assert s.batch_size == 32
+    assert s.batch_size is None
     assert s.kafka_bootstrap is None
 
 

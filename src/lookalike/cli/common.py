@@ -76,7 +76,7 @@ def publish_files(
     from tqdm import tqdm
 
     from ..images import iter_image_files
-    from ..kafka.file_events import event_for_file, event_for_url
+    from ..kafka.file_events import FileEvents, event_for_url
     from ..kafka.publisher import UploadPublisher
 
     urls = [str(p) for p in paths if str(p).startswith(("http://", "https://"))]
@@ -88,20 +88,16 @@ def publish_files(
                 event_for_url(url, category=category or "unknown", seller_id=seller_id)
             )
             sent += 1
+        events = FileEvents(
+            seller_id=seller_id,
+            image_root=settings.image_root,
+            mode=mode,  # type: ignore[arg-type]
+        )
         bar = tqdm(
             files, desc="publishing", unit="img", disable=len(files) < 50 or not show_progress()
         )
         for path in bar:
-            cat = path.resolve().parent.name if category_from_folder else str(category)
-            publisher.publish(
-                event_for_file(
-                    path,
-                    category=cat,
-                    seller_id=seller_id,
-                    image_root=settings.image_root,
-                    mode=mode,
-                )
-            )  # type: ignore[arg-type]
+            publisher.publish(events.event(path, None if category_from_folder else str(category)))
             sent += 1
         publisher.flush()
     return sent

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import LookalikeError
+from ..tuning import Tuning
 from .common import fail, settings_from, setup_logging, show_progress
 
 
@@ -110,7 +111,7 @@ def validate_eval_command(
             ValidationSettings.from_settings(settings),
             mislabel_rate=mislabel_rate,
             seed=seed,
-            batch_size=batch_size or settings.batch_size,
+            batch_size=batch_size or Tuning.choose(settings, model.device.type).batch_size,
             progress=show_progress(),
         )
     except LookalikeError as exc:

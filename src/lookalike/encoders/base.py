@@ -163,16 +163,18 @@ class Encoder(ABC):
             import torch._inductor.config as inductor_config
 
             inductor_config.freezing = True
-        # One static shape (chunk x 3 x crop x crop; short chunks are padded): compiled once, never
-        # recompiled for a single search query or a partial batch.
+        # Static shapes (chunk x 3 x crop x crop, and 1 x ...; short chunks are padded): compiled
+        # once each at warm-up, never recompiled for a partial batch.
         self._forward = torch.compile(self._features, dynamic=False) if compile else self._features
 
     def warm_up(self) -> None:
-        """Run one chunk so compilation and allocator warm-up happen now, not on the first
-        upload. If torch.compile cannot work here (no C++ compiler, say), fall back to eager."""
+        """Run each compiled shape once (a whole chunk, and a single image) so compilation and
+        allocator warm-up happen now, not on the first upload. If torch.compile cannot work
+        here (no C++ compiler, say), fall back to eager."""
         size = self.preprocessing.crop
         try:
-            self.embed_tensors(torch.zeros(self.chunk, 3, size, size, dtype=torch.uint8))
+            for n in sorted({1, self.chunk}):
+                self.embed_tensors(torch.zeros(n, 3, size, size, dtype=torch.uint8))
         except Exception as exc:
             if not self.compiled:
                 raise
@@ -222,7 +224,10 @@ class Encoder(ABC):
 
     def _forward_chunk(self, part: torch.Tensor) -> torch.Tensor:
         n = part.shape[0]
-        if self.compiled and n < self.chunk:  # pad to the one compiled shape
+        # Two compiled shapes: a single image (an upload on an idle worker, a search query) runs
+        # alone, at a fraction of a whole chunk's cost on a CPU; anything else is padded to the
+        # chunk. Never recompiled for a partial batch.
+        if self.compiled and 1 < n < self.chunk:
             padding = part[-1:].expand(self.chunk - n, *part.shape[1:])
             part = torch.cat([part, padding]).contiguous(memory_format=torch.channels_last)
         return self._forward(part)[:n].float()

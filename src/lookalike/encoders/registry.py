@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ConfigurationError, EncoderUnavailable
 from ..settings import Settings
+from ..tuning import Tuning
 from .base import Encoder, Precision, file_digest, model_version_id
 from .device import resolve_device
 from .efficientnet_lite import LITE_IMAGE_SIZES, lite_preprocessing, lite_weights_path
@@ -166,7 +167,7 @@ def encoder_from_settings(
         download=settings.download_weights,
         precision=settings.precision,
         compile=settings.compile if compile is None else compile,
-        chunk=settings.inference_batch,
+        chunk=Tuning.choose(settings, resolve_device(settings.device).type).inference_batch,
     )
 
 

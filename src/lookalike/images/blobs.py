@@ -50,8 +50,9 @@ class BlobStore:
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / sha256[:2] / sha256
 
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, sha256: str | None = None) -> str:
+        """Keep ``data``; ``sha256``: its digest when the caller has it already."""
+        digest = sha256 or hashlib.sha256(data).hexdigest()
         path = self.path(digest)
         if path.exists():
             return digest

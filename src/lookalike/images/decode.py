@@ -48,6 +48,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 #: Key in ``Image.info`` holding the uploaded image's upright (width, height).
 ORIGINAL_SIZE = "lookalike.original_size"
 _EXIF_ORIENTATION = 0x0112
+#: EXIF orientation values that flip or rotate the stored pixels (1: upright).
+_ROTATIONS = frozenset(range(2, 9))
 
 
 def decode_image(data: bytes, *, max_pixels: int, target_size: int | None = None) -> Image.Image:
@@ -99,7 +101,9 @@ def decode_image(data: bytes, *, max_pixels: int, target_size: int | None = None
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
         except Exception:  # a broken EXIF block: keep the stored orientation
             orientation = 1
-        upright = _apply_exif_orientation(img)
+        # Upright already (the usual case): no transposed copy. Leaving the `with` only drops
+        # the file pointer; the loaded pixels stay.
+        upright = _apply_exif_orientation(img) if orientation in _ROTATIONS else img
     try:
         rgb = _to_rgb(upright)
     except Exception as exc:

@@ -15,6 +15,7 @@ and restarts cannot duplicate an image.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ Quantization = Literal["none", "int8"]
 Conditions = Mapping[str, str | list[str]]
 
 
+@functools.lru_cache(maxsize=65_536)  # a batch asks for each image's id several times
 def point_id(image_id: str) -> str:
     """Deterministic point id (a UUID string) for an image id."""
     return str(uuid.uuid5(_POINT_NAMESPACE, image_id))

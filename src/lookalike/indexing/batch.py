@@ -41,7 +41,12 @@ class PreparedUpload:
             "seller_id": event.seller_id,
             "category": event.category,
             "attributes": event.attributes,
-            "source": event.image.reference(),
+            # An inline image's reference is its digest: computed once, at decode.
+            "source": (
+                f"inline:sha256:{self.sha256}"
+                if event.image.kind == "inline"
+                else event.image.reference()
+            ),
             "source_kind": event.image.kind,
             "content_sha256": self.sha256,
             "width": self.width,

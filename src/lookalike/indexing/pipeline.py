@@ -4,7 +4,8 @@
 blocking stages, each run in its own executor by the agent (never on the event loop):
 
 * :meth:`~IndexingPipeline.prepare` parses each event (upload, attribute change or removal),
-  and fetches, decodes and preprocesses uploaded images on the decode pool;
+  fetches the batch's images (URLs all at once, see :mod:`lookalike.images.fetch`), and decodes
+  and preprocesses them on the decode pool (threads or processes);
 * :meth:`~IndexingPipeline.embed` runs one forward pass per written model version;
 * :meth:`~IndexingPipeline.write` applies the batch to every written version under the per-image
   clock rule (:mod:`.clock`): upserts, payload updates, deletes with tombstones, and judges each
@@ -16,11 +17,10 @@ raise, so the caller retries and the offsets stay uncommitted.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 import torch
 
@@ -35,7 +35,7 @@ from ..events import (
     InlineSource,
     parse_image_event,
 )
-from ..images import BlobStore, ImageFetcher, decode_image, original_size
+from ..images import BlobStore, DecodedImage, DecodePool, ImageFetcher
 from ..index import IndexPoint, VectorIndex
 from ..utc import utcnow_iso
 from ..validation import CategoryValidator, State, Upload
@@ -69,6 +69,7 @@ class IndexingPipeline:
         *,
         max_pixels: int,
         decode_threads: int = 4,
+        decode_processes: int = 0,
         versions: Sequence[str] | None = None,
         validator: CategoryValidator | None = None,
         clocks: ClockStore | None = None,
@@ -90,8 +91,9 @@ class IndexingPipeline:
         self.blobs = blobs
         #: Size limits on the uploads topic's messages (None: only the wire schema).
         self.limits = limits
-        #: Fetch and decode threads (the rollout backfill shares them: the same cores either way).
-        self.decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        #: Decoding in threads or processes; its threads also serve the rollout backfill (the
+        #: same cores either way).
+        self.decoder = DecodePool(decode_threads, decode_processes)
 
     @property
     def versions(self) -> list[str]:
@@ -106,69 +108,47 @@ class IndexingPipeline:
         self.encoder = targets[primary]
 
     def close(self) -> None:
-        self.decode_pool.shutdown(wait=True, cancel_futures=True)
+        self.decoder.close()
+
+    @property
+    def decode_pool(self) -> Executor:
+        return self.decoder.threads
 
     # --- stages ------------------------------------------------------------------------------
-    def _prepare(
-        self, message: ConsumedMessage, targets: Mapping[str, Encoder]
-    ) -> PreparedUpload | ParsedChange | DeadLetter | None:
-        """One message. Bad input comes back as a dead letter; the machine's or a service's
-        trouble (the index, a full disk, memory) raises, so the batch is retried with its
-        offsets held: a valid image is never dead-lettered for a reason of ours."""
-        try:
-            event = parse_image_event(message.value, self.limits)
-        except RejectedInput as exc:
-            return _letter(message, exc, None)
-        if not isinstance(event, ImageUploaded):
-            return ParsedChange(message, event)
-        if not is_current(clock_of(event), self.clocks.get(event.image_id)):
-            return None  # already superseded: don't fetch or embed it (write re-checks)
-        try:
-            data = self.fetcher.fetch(event.image)
-            prepared = self._decode(message, event, data, targets)
-        except RejectedInput as exc:
+    def _letter_or_raise(
+        self, message: ConsumedMessage, event: ImageUploaded, exc: Exception, stage: str
+    ) -> DeadLetter:
+        """Bad input becomes a dead letter; the machine's or a service's trouble (the index, a
+        full disk, memory) raises, so the batch is retried with its offsets held: a valid
+        image is never dead-lettered for a reason of ours."""
+        if isinstance(exc, RejectedInput):
             return _letter(message, exc, event)
-        except _INFRASTRUCTURE_ERRORS:
-            raise
-        except Exception as exc:  # a bug or an image that breaks a library: never stop the worker
-            if StorageUnavailable.is_storage_error(exc):
-                raise  # a full disk or a missing permission says nothing about the image
-            log.exception(
-                "unexpected error preparing %s:%s@%s",
-                message.topic,
-                message.partition,
-                message.offset,
-            )
-            rejected = ImageRejected(f"unexpected {type(exc).__name__}: {exc}", stage="decode")
-            return _letter(message, rejected, event)
-        if self.blobs is not None and isinstance(event.image, InlineSource):
-            # The index keeps only the digest; a backfill needs the bytes. A full disk raises
-            # StorageUnavailable here, outside the input-error handling above: retried.
-            self.blobs.put(data)
-        return prepared
+        if isinstance(exc, _INFRASTRUCTURE_ERRORS) or StorageUnavailable.is_storage_error(exc):
+            raise exc
+        # A bug or an image that breaks a library: never stop the worker.
+        log.error(
+            "unexpected error %s %s:%s@%s: %s",
+            stage,
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+            exc_info=exc,
+        )
+        rejected = ImageRejected(f"unexpected {type(exc).__name__}: {exc}", stage="decode")
+        return _letter(message, rejected, event)
 
-    def _decode(
-        self,
-        message: ConsumedMessage,
-        event: ImageUploaded,
-        data: bytes,
-        targets: Mapping[str, Encoder],
-    ) -> PreparedUpload:
+    def _decode_all(
+        self, blobs: list[bytes], targets: Mapping[str, Encoder]
+    ) -> list[DecodedImage | Exception]:
         """Decode once, preprocess once per distinct preprocessing."""
         encoders = list(targets.values())
-        image = decode_image(
-            data,
+        preprocessors = {e.preprocessing.digest(): e.preprocessing.pixels for e in encoders}
+        return self.decoder.decode_many(
+            blobs,
             max_pixels=self.max_pixels,
             target_size=max(e.preprocessing.resize for e in encoders),
-        )
-        width, height = original_size(image)
-        tensors: dict[str, torch.Tensor] = {}
-        for encoder in encoders:
-            key = encoder.preprocessing.digest()
-            if key not in tensors:
-                tensors[key] = encoder.preprocess(image)
-        return PreparedUpload(
-            message, event, tensors, width, height, hashlib.sha256(data).hexdigest()
+            preprocessors=preprocessors,
         )
 
     def _embed(
@@ -203,10 +183,46 @@ class IndexingPipeline:
 
     # --- the three stages: each blocking, each run in its own executor by the agent ----------
     def prepare(self, messages: Sequence[ConsumedMessage]) -> BatchResult:
-        """Parse, fetch, decode and preprocess, in parallel on the decode pool."""
+        """Parse every message, fetch the uploads' images (URLs at once), decode and
+        preprocess them on the decode pool. Blocking."""
         result = BatchResult(targets=dict(self.targets), primary=self.primary)
         started = time.perf_counter()
-        for outcome in self.decode_pool.map(lambda m: self._prepare(m, result.targets), messages):
+        outcomes: list[PreparedUpload | ParsedChange | DeadLetter | None] = []
+        uploads: list[tuple[int, ConsumedMessage, ImageUploaded]] = []
+        for message in messages:
+            try:
+                event = parse_image_event(message.value, self.limits)
+            except RejectedInput as exc:
+                outcomes.append(_letter(message, exc, None))
+                continue
+            if isinstance(event, ImageUploaded):
+                uploads.append((len(outcomes), message, event))
+                outcomes.append(None)
+            else:
+                outcomes.append(ParsedChange(message, event))
+        held = self.clocks.get_many(event.image_id for _, _, event in uploads)
+        # Already superseded: don't fetch or embed it (write re-checks).
+        uploads = [u for u in uploads if is_current(clock_of(u[2]), held.get(u[2].image_id))]
+        fetched = self.fetcher.fetch_many([event.image for _, _, event in uploads])
+        readable: list[tuple[int, ConsumedMessage, ImageUploaded, bytes]] = []
+        for (slot, message, event), data in zip(uploads, fetched, strict=True):
+            if isinstance(data, Exception):
+                outcomes[slot] = self._letter_or_raise(message, event, data, "fetching")
+            else:
+                readable.append((slot, message, event, data))
+        decoded = self._decode_all([u[3] for u in readable], result.targets)
+        for (slot, message, event, data), image in zip(readable, decoded, strict=True):
+            if isinstance(image, Exception):
+                outcomes[slot] = self._letter_or_raise(message, event, image, "decoding")
+                continue
+            if self.blobs is not None and isinstance(event.image, InlineSource):
+                # The index keeps only the digest; a backfill needs the bytes. A full disk
+                # raises StorageUnavailable: the batch is retried.
+                self.blobs.put(data, image.sha256)
+            outcomes[slot] = PreparedUpload(
+                message, event, image.pixels, image.width, image.height, image.sha256
+            )
+        for outcome in outcomes:
             if outcome is None:
                 result.stale += 1
             elif isinstance(outcome, DeadLetter):

@@ -1,10 +1,15 @@
 """Upload events for local files and URLs: what `lookalike publish` and `lookalike up --index`
 send. A file's image id is stable (its name plus a digest of its absolute path), so publishing
-the same files again updates the same images."""
+the same files again updates the same images.
+
+:class:`FileEvents` builds them for many files: each folder is resolved once, not every file
+(``Path.resolve`` walks every component of the path with a system call each).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,19 +24,19 @@ MAX_INLINE_BYTES = 700_000
 SourceMode = Literal["auto", "inline", "file"]
 
 
-def image_id_for_file(path: Path) -> str:
+def image_id_for_file(path: Path, resolved: Path | None = None) -> str:
     """Stable id for a local file: its name plus a digest of its absolute path, so publishing
     the same file again addresses the same image, and same-named files in two folders don't
-    collide."""
-    resolved = str(path.resolve())
+    collide. ``resolved``: ``path.resolve()``, when the caller has it."""
+    resolved = resolved or path.resolve()
     # Long names are cut: ids are capped at 200 characters and the digest keeps them unique.
-    return f"{path.stem[:100]}-{hashlib.sha1(resolved.encode()).hexdigest()[:10]}"
+    return f"{path.stem[:100]}-{hashlib.sha1(str(resolved).encode()).hexdigest()[:10]}"
 
 
 def source_for_file(
-    path: Path, image_root: Path | None, mode: SourceMode
+    path: Path, image_root: Path | None, mode: SourceMode, resolved: Path | None = None
 ) -> FileSource | InlineSource:
-    resolved = path.resolve()
+    resolved = resolved or path.resolve()
     under_root = image_root is not None and resolved.is_relative_to(image_root)
     if mode == "file" or (mode == "auto" and under_root):
         if not under_root:
@@ -57,16 +62,52 @@ def event_for_file(
     seller_id: str,
     image_root: Path | None,
     mode: SourceMode = "auto",
+    resolved: Path | None = None,
 ) -> ImageUploaded:
-    image_id = image_id_for_file(path)
+    """``resolved``: ``path.resolve()``, when the caller has it (see :class:`FileEvents`)."""
+    resolved = resolved or path.resolve()
+    image_id = image_id_for_file(path, resolved)
     return ImageUploaded(
         image_id=image_id,
         listing_id=f"listing-{image_id}",
         seller_id=seller_id,
         category=category,
         attributes={"filename": path.name},
-        image=source_for_file(path, image_root, mode),
+        image=source_for_file(path, image_root, mode, resolved),
     )
+
+
+class FileEvents:
+    """Upload events for many files, resolving each folder once: a file's resolved path is its
+    resolved folder plus its name, unless the file itself is a symbolic link (one ``lstat``)."""
+
+    def __init__(
+        self, *, seller_id: str, image_root: Path | None, mode: SourceMode = "auto"
+    ) -> None:
+        self.seller_id = seller_id
+        self.image_root = image_root
+        self.mode = mode
+        self._folders: dict[Path, Path] = {}
+
+    def resolve(self, path: Path) -> Path:
+        if path.name in ("", ".", "..") or os.path.islink(path):
+            return path.resolve()
+        folder = self._folders.get(path.parent)
+        if folder is None:
+            folder = self._folders[path.parent] = path.parent.resolve()
+        return folder / path.name
+
+    def event(self, path: Path, category: str | None = None) -> ImageUploaded:
+        """``category`` None: the name of the file's folder."""
+        resolved = self.resolve(path)
+        return event_for_file(
+            path,
+            category=category if category is not None else resolved.parent.name,
+            seller_id=self.seller_id,
+            image_root=self.image_root,
+            mode=self.mode,
+            resolved=resolved,
+        )
 
 
 def event_for_url(url: str, *, category: str, seller_id: str) -> ImageUploaded:

@@ -28,7 +28,7 @@ def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
             runtime.executors,
             runtime.counters,
             dead_letters,
-            depth=settings.batches_in_flight,
+            depth=runtime.tuning.batches_in_flight,
             alerts=alerts,
             health=runtime.health,
             max_delay=settings.retry_max_delay,
@@ -36,7 +36,7 @@ def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
         )
         try:
             async for events in stream.take_events(
-                settings.batch_size, within=settings.batch_max_wait
+                runtime.tuning.batch_size, within=settings.batch_max_wait
             ):
                 await batches.submit(events)
         finally:

@@ -15,6 +15,7 @@ from ..consumers import SendFn
 from ..events import ConsumedMessage
 from ..kafka import security
 from ..settings import Settings
+from .transport import LookalikeApp
 
 
 def faust_broker_urls(bootstrap: str) -> list[str]:
@@ -38,11 +39,17 @@ def broker_credentials(settings: Settings) -> CredentialsT | None:
 
 
 def create_app(
-    settings: Settings, bootstrap: str, web_options: Mapping[str, Any] | None = None
+    settings: Settings,
+    bootstrap: str,
+    web_options: Mapping[str, Any] | None = None,
+    *,
+    commit_every: int = 32,
 ) -> faust.App:
-    """``web_options``: aiohttp Application options the API needs (middlewares, body cap)."""
-    return faust.App(
+    """``web_options``: aiohttp Application options the API needs (middlewares, body cap).
+    ``commit_every``: events between offset commits (the micro-batch size)."""
+    return LookalikeApp(
         settings.app_id,
+        kafka_fetch_wait=settings.kafka_fetch_wait,
         broker=faust_broker_urls(bootstrap),
         broker_credentials=broker_credentials(settings),
         # Every record we produce fits the brokers' limit (dead letters are cut to fit).
@@ -56,7 +63,7 @@ def create_app(
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         # Commit often: a restart then replays little (replays are harmless, just work).
-        broker_commit_every=settings.batch_size,
+        broker_commit_every=commit_every,
         broker_commit_interval=1.0,
         web_enabled=True,
         web_bind=settings.api_host,

@@ -30,6 +30,7 @@ from ..metrics import ConsumerLag, Instruments
 from ..rollout import BackfillInputs, Rollout, VersionRegistry, WorkerModels
 from ..search import SearchService, ThumbnailService
 from ..settings import Settings
+from ..tuning import Tuning
 from ..validation import CategoryValidator, ValidationSettings, add_exemplar, review_alert
 from .counters import Counters
 
@@ -66,6 +67,10 @@ class Runtime:
         assert serving is not None
         self.encoder = self.encoders[serving.version]
         self._log_encoders()
+        #: Batch sizes, forward chunk and decode workers: the settings, else chosen for the
+        #: encoder's device and this machine's cores.
+        self.tuning = Tuning.choose(settings, self.encoder.device.type)
+        log.info("throughput: %s", self.tuning.describe())
         self.fetcher = ImageFetcher.from_settings(settings)
         self.ledger = DeadLetterLedger(settings.ledger_path)
         self.alerts = AlertStore(settings.alerts_path)
@@ -75,7 +80,8 @@ class Runtime:
             self.index,
             self.fetcher,
             max_pixels=settings.max_image_pixels,
-            decode_threads=settings.decode_threads,
+            decode_threads=self.tuning.decode_threads,
+            decode_processes=self.tuning.decode_processes,
             validator=self.validator,
             clocks=self.clocks,
             blobs=self.blobs,
@@ -121,7 +127,7 @@ class Runtime:
                 decode_pool=self.pipeline.decode_pool,
                 max_pixels=settings.max_image_pixels,
                 page_size=settings.backfill_batch,
-                chunk=settings.inference_batch,
+                chunk=self.tuning.inference_batch,
             ),
             on_versions_changed=self.retarget,
         )

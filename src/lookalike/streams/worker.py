@@ -84,6 +84,8 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             and log.error("warming up the encoders failed: %s", done.exception())
         )
     )
+    # Decode processes (beside a GPU) spawn now, importing torch, not in the first batch.
+    runtime.executors.prepare.submit(runtime.pipeline.decoder.warm_up)
     watchdog = ExitWatchdog(settings.shutdown_grace)
     lost: list[str] = []
 
@@ -101,7 +103,9 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         broker_lost,
     )
     try:
-        app = create_app(settings, bootstrap, web_options(settings))
+        app = create_app(
+            settings, bootstrap, web_options(settings), commit_every=runtime.tuning.batch_size
+        )
         topics = Topics.declare(app, settings)
         register_agents(app, topics, runtime)
         register_api(app, runtime, log_search=topics.log_search, send_click=topics.send_click)

@@ -1,0 +1,70 @@
+"""A fixed-cost stand-in for the encoder, and `lookalike` run with it.
+
+The stand-in costs a fixed time per image, spent asleep (the GIL released, as while a GPU
+computes), and turns each image into a 1,280-dim vector from its pixels (a fixed projection of
+8x8 mean colours), so the index holds real, distinct vectors. Its input is small (32 px: JPEGs
+decode at 1/8 scale), so decoding costs little too: what is left is the streaming path itself
+(Kafka, Faust, fetch, the batches in flight, the index writes and the category validator's
+searches), whose ceiling then shows on any machine.
+
+    python benchmarks/_stand_in.py worker --data-dir D --port P
+runs `lookalike` with the stand-in in place of LOOKALIKE_ENCODER; the cost per image is
+LOOKALIKE_BENCH_STAND_IN_MS (milliseconds, default 0.25: 4,000 images/s).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+from lookalike.encoders.base import Encoder, Preprocessing, model_version_id
+
+STAND_IN_PREPROCESSING = Preprocessing(resize=32, crop=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+COST_VARIABLE = "LOOKALIKE_BENCH_STAND_IN_MS"
+
+
+class StandInEncoder(Encoder):
+    def __init__(self, ms_per_image: float, dim: int = 1280) -> None:
+        super().__init__()
+        self.name = "stand-in"
+        self.dim = dim
+        self.preprocessing = STAND_IN_PREPROCESSING
+        self.device = torch.device("cpu")
+        self.seconds_per_image = ms_per_image / 1000
+        generator = torch.Generator().manual_seed(0)
+        self.projection = torch.randn(3 * 8 * 8, dim, generator=generator)
+        self.version = model_version_id(
+            self.name, f"{round(ms_per_image * 1000):08d}", self.preprocessing
+        )
+
+    def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds_per_image * batch.shape[0])
+        # Contiguous first: pooling a channels-last batch is several times slower.
+        colours = torch.nn.functional.adaptive_avg_pool2d(batch.float().contiguous(), 8)
+        colours = colours.flatten(1)
+        return colours @ self.projection
+
+
+def stand_in_from_env() -> StandInEncoder:
+    return StandInEncoder(float(os.environ.get(COST_VARIABLE, "0.25")))
+
+
+def run_lookalike_with_stand_in() -> None:
+    from lookalike.cli import main
+    from lookalike.streams.runtime import Runtime
+
+    original = Runtime.__init__
+
+    def with_stand_in(self, settings, encoder=None, encoder_loader=None):  # noqa: ANN001
+        original(self, settings, encoder or stand_in_from_env(), encoder_loader)
+
+    Runtime.__init__ = with_stand_in  # type: ignore[method-assign]
+    sys.argv[0] = "lookalike"
+    main()
+
+
+if __name__ == "__main__":
+    run_lookalike_with_stand_in()

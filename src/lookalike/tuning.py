@@ -1,0 +1,69 @@
+"""Throughput knobs chosen from the machine: the device the encoder runs on and the cores.
+
+Each knob is a setting; an unset one is chosen here. On a CPU the encoder is the bottleneck by
+an order of magnitude (benchmarks/pipeline_throughput.py), and the figures that were measured
+best on 2 cores stay: forward chunks of 8 (activations stay in cache), micro-batches of 32,
+4 decode threads, 2 batches in flight. Beside a GPU the model wants large chunks and the rest of
+the path must keep up with it: decoding moves to processes (Pillow in threads stays flat at
+about 1,400 images/s from 4 to 15 threads, measured on 16 cores), and a third batch is in
+flight so one is always waiting for the model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .settings import Settings
+
+#: Cores left to the event loop (Kafka, the API) and the model thread beside a GPU.
+GPU_RESERVED_CORES = 2
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    inference_batch: int
+    batch_size: int
+    batches_in_flight: int
+    decode_threads: int
+    decode_processes: int
+    device_type: str
+    cores: int
+
+    @classmethod
+    def choose(cls, settings: Settings, device_type: str, cores: int | None = None) -> Tuning:
+        """The settings' values, and for each unset one the default for ``device_type``
+        ("cpu", "cuda", ...) on ``cores`` cores."""
+        cores = cores or usable_cores()
+        gpu = device_type != "cpu"
+
+        def pick(value: int | None, on_cpu: int, on_gpu: int) -> int:
+            return value if value is not None else (on_gpu if gpu else on_cpu)
+
+        return cls(
+            inference_batch=pick(settings.inference_batch, 8, 128),
+            batch_size=pick(settings.batch_size, 32, 256),
+            batches_in_flight=pick(settings.batches_in_flight, 2, 3),
+            decode_threads=pick(settings.decode_threads, 4, 4),
+            decode_processes=pick(settings.decode_processes, 0, max(1, cores - GPU_RESERVED_CORES)),
+            device_type=device_type,
+            cores=cores,
+        )
+
+    def describe(self) -> str:
+        decode = (
+            f"{self.decode_processes} decode processes"
+            if self.decode_processes
+            else f"{self.decode_threads} decode threads"
+        )
+        return (
+            f"micro-batches of {self.batch_size} ({self.batches_in_flight} in flight), forward "
+            f"chunks of {self.inference_batch}, {decode} ({self.device_type}, {self.cores} cores)"
+        )
