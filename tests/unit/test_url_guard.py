@@ -648,7 +648,7 @@ def test_env_proxy_is_never_used(
 
 def test_install_backend_fails_closed_on_unexpected_pool() -> None:
     with pytest.raises(RuntimeError, match="version"):
-        url_guard._install_backend(object(), httpcore.ConnectionPool, object())
+        url_guard.clients._install_backend(object(), httpcore.ConnectionPool, object())
 
 
 def test_transport_kwargs_reach_the_transport() -> None:

@@ -15,10 +15,18 @@ from .runtime import Runtime
 
 
 def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
-    settings = runtime.settings
     dead_letters = DeadLetterWriter(
-        topics.send_dead_letter, runtime.ledger, DeadLetterLimits.from_settings(settings)
+        topics.send_dead_letter, runtime.ledger, DeadLetterLimits.from_settings(runtime.settings)
     )
+    _indexing_agents(app, topics, runtime, dead_letters)
+    _click_agents(app, topics, runtime, dead_letters)
+    _background_tasks(app, runtime)
+
+
+def _indexing_agents(
+    app: faust.App, topics: Topics, runtime: Runtime, dead_letters: DeadLetterWriter
+) -> None:
+    settings = runtime.settings
     alerts = AlertWriter(topics.send_alert, runtime.alerts)
 
     @app.agent(topics.uploads, name="index-uploads")
@@ -42,10 +50,14 @@ def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
         finally:
             await batches.cancel()
 
-    # --- the click loop: searches + clicks -> training pairs -> files --------------------------
+
+def _click_agents(
+    app: faust.App, topics: Topics, runtime: Runtime, dead_letters: DeadLetterWriter
+) -> None:
+    """The click loop: searches + clicks -> training pairs -> files."""
     click_pairs = ClickPairs(
         runtime.click_join,
-        settings.searches_topic,
+        runtime.settings.searches_topic,
         topics.send_pair,
         dead_letters,
         runtime.executors.clicks,
@@ -67,6 +79,9 @@ def register_agents(app: faust.App, topics: Topics, runtime: Runtime) -> None:
         async for events in stream.take_events(500, within=1.0):
             await pair_sink.write([consumed(e) for e in events])
 
+
+def _background_tasks(app: faust.App, runtime: Runtime) -> None:
+    settings = runtime.settings
     lag_probe = LagProbe(
         app,
         [

@@ -57,16 +57,7 @@ class Runtime:
         repaired = self.registry.reconcile(self.index.serving_version())
         if repaired:
             log.warning("version registry: %s (the worker stopped half-way)", repaired)
-        self.models = WorkerModels(
-            settings, self.index, self.registry, injected=encoder, loader=encoder_loader
-        )
-        self.models.open()
-        #: One encoder per written model version (serving, candidate, previous); shared.
-        self.encoders = self.models.encoders
-        serving = self.registry.serving()
-        assert serving is not None
-        self.encoder = self.encoders[serving.version]
-        self._log_encoders()
+        self._open_models(encoder, encoder_loader)
         #: Batch sizes, forward chunk and decode workers: the settings, else chosen for the
         #: encoder's device and this machine's cores.
         self.tuning = Tuning.choose(settings, self.encoder.device.type)
@@ -75,18 +66,7 @@ class Runtime:
         self.ledger = DeadLetterLedger(settings.ledger_path)
         self.alerts = AlertStore(settings.alerts_path)
         self.validator: CategoryValidator | None = self._make_validator()
-        self.pipeline = IndexingPipeline(
-            self.encoder,
-            self.index,
-            self.fetcher,
-            max_pixels=settings.max_image_pixels,
-            decode_threads=self.tuning.decode_threads,
-            decode_processes=self.tuning.decode_processes,
-            validator=self.validator,
-            clocks=self.clocks,
-            blobs=self.blobs,
-            limits=EventLimits.from_settings(settings),
-        )
+        self.pipeline = self._make_pipeline()
         self.retarget()
         self.search = SearchService(
             self.encoder,
@@ -99,21 +79,49 @@ class Runtime:
             settings.clicks_path, window=settings.click_window, grace=settings.click_grace
         )
         self.pair_files = PairFileWriter(settings.training_pairs_dir)
-        self.thumbnails = ThumbnailService(
-            self.search,
-            self.index,
-            self.fetcher,
-            self.blobs,
-            ThumbnailCache(
-                settings.thumbnails_path, settings.thumbnail_cache_bytes, settings.max_image_pixels
-            ),
-        )
+        self.thumbnails = self._make_thumbnails()
         self.executors = WorkerExecutors()
         self.counters = Counters()
         #: Histograms for /metrics; the consumer lag the worker measures every few seconds.
         self.instruments = Instruments()
         self.consumer_lag = ConsumerLag()
         self.rollout = self._make_rollout()
+
+    def _open_models(
+        self, encoder: Encoder | None, encoder_loader: Callable[[str], Encoder] | None
+    ) -> None:
+        self.models = WorkerModels(
+            self.settings, self.index, self.registry, injected=encoder, loader=encoder_loader
+        )
+        self.models.open()
+        #: One encoder per written model version (serving, candidate, previous); shared.
+        self.encoders = self.models.encoders
+        serving = self.registry.serving()
+        assert serving is not None
+        self.encoder = self.encoders[serving.version]
+        self._log_encoders()
+
+    def _make_pipeline(self) -> IndexingPipeline:
+        settings = self.settings
+        return IndexingPipeline(
+            self.encoder,
+            self.index,
+            self.fetcher,
+            max_pixels=settings.max_image_pixels,
+            decode_threads=self.tuning.decode_threads,
+            decode_processes=self.tuning.decode_processes,
+            validator=self.validator,
+            clocks=self.clocks,
+            blobs=self.blobs,
+            limits=EventLimits.from_settings(settings),
+        )
+
+    def _make_thumbnails(self) -> ThumbnailService:
+        settings = self.settings
+        cache = ThumbnailCache(
+            settings.thumbnails_path, settings.thumbnail_cache_bytes, settings.max_image_pixels
+        )
+        return ThumbnailService(self.search, self.index, self.fetcher, self.blobs, cache)
 
     def _make_rollout(self) -> Rollout:
         settings = self.settings
