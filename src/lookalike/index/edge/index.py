@@ -355,6 +355,8 @@ class EdgeIndex:
                         result = space.build(self.policy)
                         log.info("indexed %s: %s", space.name, result)
                 except Exception as exc:  # keep serving the old generation; retry later
+                    if self._stop.is_set():
+                        return  # close() cancelled the build: not a failure
                     self.optimizer_errors.append(f"{space.name}: {exc}")
                     log.warning("background indexing of %s failed: %s", space.name, exc)
 
