@@ -11,6 +11,7 @@ rather than silently running with Faust's wait.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import aiokafka
@@ -18,8 +19,16 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 
+#: mode names a service's logger after the module defining its class: these subclasses log under
+#: Faust's names, so its start/stop chatter stays at warning with the rest of Faust's
+#: (lookalike.logs.LIBRARIES).
+_CONSUMER_LOG = logging.getLogger("faust.transport.drivers.aiokafka.lookalike")
+_APP_LOG = logging.getLogger("faust.app.lookalike")
+
 
 class FetchWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    logger = _CONSUMER_LOG
+
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         wait = getattr(self.app, "kafka_fetch_wait", None)
@@ -39,6 +48,8 @@ def set_fetch_wait(consumer: aiokafka.AIOKafkaConsumer, seconds: float) -> None:
 
 
 class FetchWaitConsumer(faust_aiokafka.Consumer):
+    logger = _CONSUMER_LOG
+
     def _new_consumer_thread(self) -> FetchWaitConsumerThread:
         return FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -49,6 +60,8 @@ class FetchWaitTransport(faust_aiokafka.Transport):
 
 class LookalikeApp(faust.App):
     """faust.App whose consumer waits at most ``kafka_fetch_wait`` seconds per empty fetch."""
+
+    logger = _APP_LOG
 
     def __init__(self, *args: Any, kafka_fetch_wait: float, **kwargs: Any) -> None:
         self.kafka_fetch_wait = kafka_fetch_wait
