@@ -220,6 +220,30 @@ def test_vectors_match_encoder(pipeline: IndexingPipeline, index: QdrantIndex) -
     assert hits[0].image_id == "good-a" and hits[0].score == pytest.approx(1.0, abs=1e-4)
 
 
+def test_an_unexpected_error_names_the_stage_it_happened_in(
+    encoder: TinyEncoder, index: QdrantIndex, image_root: Path
+) -> None:
+    class BrokenFileFetcher(ImageFetcher):  # a bug in fetching, not a bad input
+        def fetch_many(self, sources: Sequence[Any]) -> list[bytes | Exception]:
+            fetched = super().fetch_many(sources)
+            return [
+                RuntimeError("boom") if isinstance(source, FileSource) else data
+                for source, data in zip(sources, fetched, strict=True)
+            ]
+
+    from_file = upload("from-file", FileSource(path="shelf/stripes.png")).to_json_bytes()
+    with BrokenFileFetcher(image_root=image_root, timeout=2, max_bytes=1_000_000) as fetcher:
+        p = make_pipeline(encoder, index, fetcher)
+        try:
+            result = p.process(messages([inline("good-a", GOOD_A), from_file]))
+        finally:
+            p.close()
+    assert result.indexed == ["good-a"]
+    [letter] = result.dead_letters
+    assert (letter.stage, letter.image_id) == ("fetch", "from-file")
+    assert letter.reason == "unexpected RuntimeError: boom"
+
+
 def test_empty_batch(pipeline: IndexingPipeline) -> None:
     result = pipeline.process([])
     assert result.indexed == [] and result.dead_letters == []

@@ -25,7 +25,13 @@ from concurrent.futures import Executor
 import torch
 
 from ..encoders import Encoder
-from ..errors import ImageRejected, RejectedInput, ServiceUnavailable, StorageUnavailable
+from ..errors import (
+    ImageRejected,
+    RejectedInput,
+    ServiceUnavailable,
+    Stage,
+    StorageUnavailable,
+)
 from ..events import (
     CategoryAlert,
     ConsumedMessage,
@@ -116,7 +122,7 @@ class IndexingPipeline:
 
     # --- stages ------------------------------------------------------------------------------
     def _letter_or_raise(
-        self, message: ConsumedMessage, event: ImageUploaded, exc: Exception, stage: str
+        self, message: ConsumedMessage, event: ImageUploaded, exc: Exception, stage: Stage
     ) -> DeadLetter:
         """Bad input becomes a dead letter; the machine's or a service's trouble (the index, a
         full disk, memory) raises, so the batch is retried with its offsets held: a valid
@@ -127,7 +133,7 @@ class IndexingPipeline:
             raise exc
         # A bug or an image that breaks a library: never stop the worker.
         log.error(
-            "unexpected error %s %s:%s@%s: %s",
+            "unexpected error at the %s stage of %s:%s@%s: %s",
             stage,
             message.topic,
             message.partition,
@@ -135,7 +141,7 @@ class IndexingPipeline:
             exc,
             exc_info=exc,
         )
-        rejected = ImageRejected(f"unexpected {type(exc).__name__}: {exc}", stage="decode")
+        rejected = ImageRejected(f"unexpected {type(exc).__name__}: {exc}", stage=stage)
         return _letter(message, rejected, event)
 
     def _decode_all(
@@ -207,13 +213,13 @@ class IndexingPipeline:
         readable: list[tuple[int, ConsumedMessage, ImageUploaded, bytes]] = []
         for (slot, message, event), data in zip(uploads, fetched, strict=True):
             if isinstance(data, Exception):
-                outcomes[slot] = self._letter_or_raise(message, event, data, "fetching")
+                outcomes[slot] = self._letter_or_raise(message, event, data, "fetch")
             else:
                 readable.append((slot, message, event, data))
         decoded = self._decode_all([u[3] for u in readable], result.targets)
         for (slot, message, event, data), image in zip(readable, decoded, strict=True):
             if isinstance(image, Exception):
-                outcomes[slot] = self._letter_or_raise(message, event, image, "decoding")
+                outcomes[slot] = self._letter_or_raise(message, event, image, "decode")
                 continue
             if self.blobs is not None and isinstance(event.image, InlineSource):
                 # The index keeps only the digest; a backfill needs the bytes. A full disk
