@@ -61,6 +61,9 @@ class CategoryEvidence:
         self._dirty: set[str] = set()
         self._lock = threading.Lock()
         self._loaded_at = 0.0
+        # Derived from the tallies, dropped whenever they change: the validator reads them for
+        # every upload it judges, the write step changes them once per batch.
+        self._cached_totals: dict[str, _Tally] | None = None
         self._norms: tuple[list[str], np.ndarray] | None = None
 
     # --- durable state ---------------------------------------------------------------------
@@ -78,7 +81,7 @@ class CategoryEvidence:
         with self._lock:
             self._mine, self._others = mine, dict(others)
             self._loaded_at = time.monotonic()
-            self._norms = None
+            self._invalidate()
         return bool(records)
 
     def rebuild(self, points: Iterable[tuple[str, np.ndarray]], exemplars: Iterable) -> None:
@@ -87,6 +90,7 @@ class CategoryEvidence:
         with self._lock:
             self._mine = defaultdict(lambda: _Tally(self.dim))
             self._others = {}
+            self._invalidate()
             for category, vector in points:
                 self._change(category, vector, images=1)
             for category, vector in exemplars:
@@ -115,6 +119,10 @@ class CategoryEvidence:
         tally.exemplars += exemplars
         tally.total += (images + exemplars) * np.asarray(vector, dtype=np.float64)
         self._dirty.add(category)
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._cached_totals = None
         self._norms = None
 
     def move(
@@ -134,11 +142,14 @@ class CategoryEvidence:
 
     # --- reading ------------------------------------------------------------------------------
     def _totals(self) -> dict[str, _Tally]:
-        totals: dict[str, _Tally] = defaultdict(lambda: _Tally(self.dim))
-        for source in (self._mine, self._others):
-            for category, tally in source.items():
-                totals[category].add(tally)
-        return totals
+        """This worker's tallies plus the others'; the caller holds the lock."""
+        if self._cached_totals is None:
+            totals: dict[str, _Tally] = {}
+            for source in (self._mine, self._others):
+                for category, tally in source.items():
+                    totals.setdefault(category, _Tally(self.dim)).add(tally)
+            self._cached_totals = totals
+        return self._cached_totals
 
     def images(self, category: str) -> int:
         self._refresh()
