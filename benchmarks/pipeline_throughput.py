@@ -86,6 +86,7 @@ class PipelineRun:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     batches: int = 0
     peak_rss_mib: float = float("nan")
+    children_rss_mib: float = float("nan")
 
 
 def rate(n: int, seconds: float) -> float:
@@ -173,6 +174,17 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def children_peak_rss_mib(pid: int) -> float:
+    """The worker's child processes still running (its encoder process; decode processes
+    beside a GPU), their peak RSS summed."""
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    return sum(peak_rss_mib(child) for child in children)
 
 
 BATCH_LINE = re.compile(rb"batch of (\d+):.*?\(([^)]*)\)")
@@ -292,7 +304,7 @@ def run_pipeline(
                 latencies.append((time.perf_counter() - acked) * 1000)
                 acks.append((acked - sent) * 1000)
                 time.sleep(random.uniform(0.3, 0.8))
-            rss = peak_rss_mib(worker.pid)
+            rss = peak_rss_mib(worker.pid), children_peak_rss_mib(worker.pid)
             client.close()
     finally:
         if worker is not None:
@@ -300,7 +312,7 @@ def run_pipeline(
             worker.wait(timeout=60)
         stop_local_broker(broker_settings)
     batches, stages = batch_timings(log_path.read_bytes(), len(events))
-    return PipelineRun(publish, bare, steady, first - up, latencies, acks, stages, batches, rss)
+    return PipelineRun(publish, bare, steady, first - up, latencies, acks, stages, batches, *rss)
 
 
 def upload_events(
@@ -456,7 +468,8 @@ def main() -> None:
                             both,
                             f"{run.batches} batches, mean per batch: {stages}; first "
                             f"image indexed {run.first_indexed_s:.1f}s after /health; worker "
-                            f"peak RSS {run.peak_rss_mib:.0f} MiB",
+                            f"peak RSS {run.peak_rss_mib:.0f} MiB, its child processes "
+                            f"{run.children_rss_mib:.0f} MiB",
                         ),
                     ]
                     lat = sorted(run.latencies_ms)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 
 import torch
 from PIL import Image
@@ -96,4 +97,14 @@ class FailingEncoder(TinyEncoder):
         self.calls.append(int(batch.shape[0]))
         if bool(is_poison(batch).any()):
             raise PoisonImageError("poison image in batch")
+        return super().forward_features(batch)
+
+
+class DyingEncoder(TinyEncoder):
+    """A TinyEncoder whose process exits on a poison image (a model that crashes its process,
+    as an out-of-memory kill does). Only ever run in an encoder process."""
+
+    def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
+        if bool(is_poison(batch).any()):
+            os._exit(3)
         return super().forward_features(batch)

@@ -217,6 +217,14 @@ class Settings(BaseSettings):
         description="Micro-batches in flight (one decodes while another is embedded and another "
         "written). Unset: 2 on a CPU, 3 on a GPU.",
     )
+    encoder_process: bool | None = Field(
+        default=None,
+        description="Run each model version's encoder in a child process of its own, so its "
+        "forward passes never wait for the GIL the write step, the URL fetch loop and Faust "
+        "hold; the child embeds the uploads, the search queries and the backfill of its version "
+        "alike. Costs the child's memory. Unset: on when the model runs on the CPU, off beside a "
+        "GPU (not measured there yet).",
+    )
 
     # --- category validation ---------------------------------------------------------------
     validation_enabled: bool = Field(

@@ -34,6 +34,7 @@ class Tuning:
     batches_in_flight: int
     decode_threads: int
     decode_processes: int
+    encoder_process: bool
     device_type: str
     cores: int
 
@@ -53,6 +54,9 @@ class Tuning:
             batches_in_flight=pick(settings.batches_in_flight, 2, 3),
             decode_threads=pick(settings.decode_threads, 4, 4),
             decode_processes=pick(settings.decode_processes, 0, max(1, cores - GPU_RESERVED_CORES)),
+            encoder_process=(
+                settings.encoder_process if settings.encoder_process is not None else not gpu
+            ),
             device_type=device_type,
             cores=cores,
         )
@@ -63,7 +67,9 @@ class Tuning:
             if self.decode_processes
             else f"{self.decode_threads} decode threads"
         )
+        where = ", the encoder in its own process" if self.encoder_process else ""
         return (
             f"micro-batches of {self.batch_size} ({self.batches_in_flight} in flight), forward "
-            f"chunks of {self.inference_batch}, {decode} ({self.device_type}, {self.cores} cores)"
+            f"chunks of {self.inference_batch}, {decode}{where} ({self.device_type}, "
+            f"{self.cores} cores)"
         )

@@ -22,6 +22,7 @@ def test_cpu_keeps_the_defaults_measured_best_on_two_cores(unset: Settings) -> N
     assert tuning.batches_in_flight == 2
     assert tuning.decode_threads == 4
     assert tuning.decode_processes == 0  # threads: the encoder takes the cores
+    assert tuning.encoder_process  # the model gets a GIL of its own
     # More cores do not move decoding into processes on a CPU device.
     assert Tuning.choose(unset, "cpu", cores=64).decode_processes == 0
 
@@ -35,6 +36,7 @@ def test_gpu_decodes_in_processes_on_all_but_the_reserved_cores(
     assert tuning.inference_batch == 128
     assert tuning.batch_size == 256
     assert tuning.batches_in_flight == 3
+    assert not tuning.encoder_process  # not measured beside a GPU yet
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
@@ -50,6 +52,8 @@ def test_settings_override_the_chosen_values(settings_env: Path, device: str) ->
         tuning.decode_threads,
         tuning.decode_processes,
     ) == (16, 48, 5, 3, 2)
+    assert not Tuning.choose(Settings(encoder_process=False), device, cores=16).encoder_process
+    assert Tuning.choose(Settings(encoder_process=True), device, cores=16).encoder_process
     # Zero processes is a choice, not "unset": decode stays in threads even beside a GPU.
     assert Tuning.choose(Settings(decode_processes=0), "cuda", cores=16).decode_processes == 0
 

@@ -1,6 +1,8 @@
 """Image encoders: preprocessing + embedding models, named by a model version id."""
 
 from .base import Encoder, Preprocessing, model_version_id
+from .device import resolve_device
+from .process import EncoderProcess, EncoderProcessError
 from .registry import (
     EncoderStatus,
     available_encoders,
@@ -13,6 +15,8 @@ from .registry import (
 
 __all__ = [
     "Encoder",
+    "EncoderProcess",
+    "EncoderProcessError",
     "EncoderStatus",
     "Preprocessing",
     "available_encoders",
@@ -22,4 +26,5 @@ __all__ = [
     "list_encoders",
     "load_encoder",
     "model_version_id",
+    "resolve_device",
 ]

@@ -215,6 +215,19 @@ class Encoder(ABC):
                 maps = split.trunk(pixels.contiguous(memory_format=torch.channels_last))
         return maps.float().cpu()
 
+    def __getstate__(self) -> dict[str, object]:
+        """What a child process gets (encoders/process.py): the model and its settings; not the
+        lock, nor the compiled function (the child configures and compiles its own)."""
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state.pop("_forward", None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._forward = self._features
+
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         # uint8 pixels (from preprocess) are normalised here, where compilation fuses it into
         # the first layer; float input is taken as already normalised.

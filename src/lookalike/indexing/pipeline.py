@@ -164,8 +164,8 @@ class IndexingPipeline:
         try:
             vectors = encoder.embed_tensors([p.tensors[key] for p in prepared])
             return prepared, list(vectors), []
-        except _RESOURCE_ERRORS:
-            raise  # the machine's fault, not the image's: the caller retries the batch
+        except _INFRASTRUCTURE_ERRORS:
+            raise  # the machine's fault (memory, a dead encoder process): the batch is retried
         except Exception:
             log.exception("batch embedding failed; embedding images one by one")
         kept, vectors, letters = [], [], []
@@ -173,7 +173,7 @@ class IndexingPipeline:
             try:
                 vectors.append(encoder.embed_tensors([item.tensors[key]])[0])
                 kept.append(item)
-            except _RESOURCE_ERRORS:
+            except _INFRASTRUCTURE_ERRORS:
                 raise
             except Exception as exc:  # this image alone breaks the model
                 if not primary:  # the serving version decides an image's fate

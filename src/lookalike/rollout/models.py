@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..encoders import Encoder, encoder_from_settings
+from ..encoders import Encoder, EncoderProcess, encoder_from_settings
 from ..errors import ConfigurationError
 from ..index import VectorIndex
 from ..settings import Settings
@@ -30,8 +30,12 @@ class WorkerModels:
         *,
         injected: Encoder | None = None,
         loader: Callable[[str], Encoder] | None = None,
+        separate_processes: bool = False,
     ) -> None:
+        """``separate_processes``: each version's encoder runs in a child process of its own
+        (:class:`~lookalike.encoders.EncoderProcess`), for indexing and searches alike."""
         self.settings = settings
+        self.separate_processes = separate_processes
         self.index = index
         self.registry = registry
         self._injected = {injected.version: injected} if injected is not None else {}
@@ -62,12 +66,20 @@ class WorkerModels:
 
     def load(self, spec: str, warm: bool = True) -> Encoder:
         """Blocking: build (and warm up) the encoder ``spec`` (a name or a .pt path)."""
-        if self._loader is not None:
-            return self._loader(spec)
-        model = encoder_from_settings(self.settings, spec)
-        if warm:
+        loaded = (
+            self._loader(spec)
+            if self._loader is not None
+            else encoder_from_settings(self.settings, spec)
+        )
+        model = self._separate(loaded)
+        if warm and self._loader is None:
             self._warm(model)
         return model
+
+    def _separate(self, model: Encoder) -> Encoder:
+        if not self.separate_processes or isinstance(model, EncoderProcess):
+            return model
+        return EncoderProcess(model)  # type: ignore[return-value]  # stands in for the encoder
 
     def warm_up(self) -> None:
         """Blocking: compile and warm every loaded encoder. The worker runs this on the model
@@ -83,7 +95,8 @@ class WorkerModels:
         log.info("encoder %s warmed up in %.1fs", model.version, time.perf_counter() - started)
 
     def encoder_for(self, record: VersionRecord) -> Encoder:
-        model = self._injected.get(record.version) or self.load(record.encoder, warm=False)
+        injected = self._injected.get(record.version)
+        model = self._separate(injected) if injected else self.load(record.encoder, warm=False)
         if model.version != record.version:
             raise ConfigurationError(
                 f"model version {record.version} was built with encoder {record.encoder!r}, "
@@ -95,12 +108,21 @@ class WorkerModels:
     def keep_only(self, versions: set[str]) -> None:
         """Drop the encoders of versions no longer written (in place: the dict is shared)."""
         for stale in set(self.encoders) - versions:
-            del self.encoders[stale]
+            dropped = self.encoders.pop(stale)
+            if isinstance(dropped, EncoderProcess):
+                dropped.close()
+
+    def close(self) -> None:
+        """Stop the encoders' child processes, if they run in their own."""
+        for model in self.encoders.values():
+            if isinstance(model, EncoderProcess):
+                model.close()
 
     def _bootstrap(self) -> None:
         """An index without a registry: the configured encoder becomes the serving version."""
-        first = next(iter(self._injected.values()), None) or self.load(
-            self.settings.encoder, warm=False
+        injected = next(iter(self._injected.values()), None)
+        first = (
+            self._separate(injected) if injected else self.load(self.settings.encoder, warm=False)
         )
         alias = self.index.serving_version()
         if alias is not None and alias != first.version:

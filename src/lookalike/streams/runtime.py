@@ -19,7 +19,7 @@ import torch
 
 from ..clicks import ClickJoin, PairFileWriter
 from ..consumers import AlertStore, DeadLetterLedger
-from ..encoders import Encoder, configure_threads
+from ..encoders import Encoder, configure_threads, resolve_device
 from ..events import EventLimits
 from ..executors import WorkerExecutors
 from ..health import Health
@@ -43,7 +43,11 @@ class Runtime:
         settings: Settings,
         encoder: Encoder | None = None,
         encoder_loader: Callable[[str], Encoder] | None = None,
+        *,
+        encoder_processes: bool = False,
     ) -> None:
+        """``encoder_processes``: run each version's encoder in a child process when the
+        tuning says so (the worker; see encoders/process.py)."""
         self.settings = settings
         #: What is failing now, and why (GET /ready): reported by the broker monitor and by
         #: batches retrying an infrastructure error.
@@ -57,10 +61,13 @@ class Runtime:
         repaired = self.registry.reconcile(self.index.serving_version())
         if repaired:
             log.warning("version registry: %s (the worker stopped half-way)", repaired)
-        self._open_models(encoder, encoder_loader)
-        #: Batch sizes, forward chunk and decode workers: the settings, else chosen for the
-        #: encoder's device and this machine's cores.
-        self.tuning = Tuning.choose(settings, self.encoder.device.type)
+        #: Batch sizes, forward chunk, decode workers, the encoder's process: the settings, else
+        #: chosen for the encoder's device and this machine's cores.
+        device = encoder.device if encoder is not None else resolve_device(settings.device)
+        self.tuning = Tuning.choose(settings, device.type)
+        self._open_models(
+            encoder, encoder_loader, separate=encoder_processes and self.tuning.encoder_process
+        )
         log.info("throughput: %s", self.tuning.describe())
         self.fetcher = ImageFetcher.from_settings(settings)
         self.ledger = DeadLetterLedger(settings.ledger_path)
@@ -88,10 +95,18 @@ class Runtime:
         self.rollout = self._make_rollout()
 
     def _open_models(
-        self, encoder: Encoder | None, encoder_loader: Callable[[str], Encoder] | None
+        self,
+        encoder: Encoder | None,
+        encoder_loader: Callable[[str], Encoder] | None,
+        separate: bool,
     ) -> None:
         self.models = WorkerModels(
-            self.settings, self.index, self.registry, injected=encoder, loader=encoder_loader
+            self.settings,
+            self.index,
+            self.registry,
+            injected=encoder,
+            loader=encoder_loader,
+            separate_processes=separate,
         )
         self.models.open()
         #: One encoder per written model version (serving, candidate, previous); shared.
@@ -237,6 +252,7 @@ class Runtime:
     def close(self) -> None:
         self.executors.shutdown()
         self.pipeline.close()
+        self.models.close()
         self.fetcher.close()
         self.ledger.close()
         self.alerts.close()

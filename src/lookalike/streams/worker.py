@@ -75,7 +75,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     unreachable for LOOKALIKE_BROKER_LOST_EXIT seconds."""
     check_exposure(settings)  # before anything starts: refuse an open API off loopback
     check_kafka_security(settings)
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, encoder_processes=True)
     # First job of the model thread: live batches queue behind it while the group is joined.
     warming = runtime.executors.model.submit(runtime.models.warm_up)
     warming.add_done_callback(
