@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -121,6 +121,21 @@ def pairs_digest(pairs: Sequence[TrainingPair]) -> str:
     return digest.hexdigest()[:16]
 
 
+def is_held_out(pair_id: str, fraction: float) -> bool:
+    """Whether a pair is kept out of training, by a hash of its id: the same pairs stay held
+    out as new ones arrive, so held-out clicks are never trained on by any later candidate."""
+    return int(hashlib.sha256(pair_id.encode()).hexdigest()[:8], 16) < fraction * 2**32
+
+
+def split_pairs(
+    pairs: Sequence[TrainingPair], fraction: float
+) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    """(pairs to train on, held-out pairs) by :func:`is_held_out`."""
+    train = [p for p in pairs if not is_held_out(p.pair_id, fraction)]
+    held = [p for p in pairs if is_held_out(p.pair_id, fraction)]
+    return train, held
+
+
 #: A table row's key and how to read its image's bytes (None: the bytes are gone).
 ImageRead = tuple[str, Callable[[], bytes | None]]
 
@@ -136,6 +151,7 @@ def build_pair_tensors(
     tail: bool = False,
     batch: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    indexed_version: str | None = None,
 ) -> PairTensors:
     """Resolve every image the pairs name; pairs with a missing image are skipped (counted).
     ``progress(done, total)`` is told of each batch of images read (``total``: all to read).
@@ -143,13 +159,11 @@ def build_pair_tensors(
     ``tail=False``: rows are base vectors (catalogue images read from the index, queries
     embedded). ``tail=True``: rows are the base trunk's feature maps, so the tail can be trained;
     every image is then re-read from its source (``fetcher``, ``blobs``) and run through the
-    trunk.
+    trunk. ``indexed_version``: whose index records name the images' sources (default: the
+    base's; with ``tail=False`` it must be the base's, whose stored vectors are used).
     """
-    catalogue_ids = sorted(
-        {p.positive for p in pairs}
-        | {n for p in pairs for n in p.negatives}
-        | {p.query.image_id for p in pairs if p.query.image_id}
-    )
+    indexed_version = indexed_version or base.version
+    catalogue_ids = _catalogue_ids(pairs)
     rows: dict[str, int] = {}
     table: list[torch.Tensor] = []
     # Images that go through the model here.
@@ -157,7 +171,7 @@ def build_pair_tensors(
     if tail:
         if fetcher is None:
             raise ValueError("training the tail re-reads catalogue images: give a fetcher")
-        for image_id, payload in source.payloads(base.version, catalogue_ids).items():
+        for image_id, payload in source.payloads(indexed_version, catalogue_ids).items():
             to_run.append((image_id, partial(payload_bytes, payload, fetcher, blobs)))
     else:
         found = source.fetch(base.version, catalogue_ids)
@@ -165,12 +179,55 @@ def build_pair_tensors(
         for image_id, vector in found.items():
             rows[image_id] = len(table)
             table.append(torch.from_numpy(vector))
-    for sha in sorted({p.query.content_sha256 for p in pairs if p.query.content_sha256}):
-        to_run.append(("sha:" + sha, partial(blobs.get, sha)))
+    to_run.extend(_query_uploads(pairs, blobs))
     for key, value in _run_images(to_run, base, max_pixels, tail, batch, progress):
         rows[key] = len(table)
         table.append(value)
     return _index_pairs(pairs, rows, table)
+
+
+def _catalogue_ids(pairs: Sequence[TrainingPair]) -> list[str]:
+    return sorted(
+        {p.positive for p in pairs}
+        | {n for p in pairs for n in p.negatives}
+        | {p.query.image_id for p in pairs if p.query.image_id}
+    )
+
+
+def _query_uploads(pairs: Sequence[TrainingPair], blobs: BlobStore) -> list[ImageRead]:
+    """Uploaded query images, read from the kept blobs by content hash."""
+    shas = sorted({p.query.content_sha256 for p in pairs if p.query.content_sha256})
+    return [("sha:" + sha, partial(blobs.get, sha)) for sha in shas]
+
+
+def embed_pair_images(
+    pairs: Sequence[TrainingPair],
+    encoders: Mapping[str, Encoder],
+    source: VectorSource,
+    blobs: BlobStore,
+    fetcher: ImageFetcher,
+    *,
+    version: str,
+    max_pixels: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every image the pairs name, re-read from its source and embedded by each encoder
+    (encoder name -> image key -> vector): the same images for every model, none of the
+    index's stored (possibly bf16, possibly older) vectors. ``version``: the indexed version
+    whose records name the catalogue images' sources."""
+    catalogue = source.payloads(version, _catalogue_ids(pairs))
+    to_run: list[ImageRead] = [
+        (image_id, partial(payload_bytes, payload, fetcher, blobs))
+        for image_id, payload in catalogue.items()
+    ]
+    to_run.extend(_query_uploads(pairs, blobs))
+    return {
+        name: {
+            key: row.numpy()
+            for key, row in _run_images(to_run, encoder, max_pixels, False, 32, progress)
+        }
+        for name, encoder in encoders.items()
+    }
 
 
 def _run_images(
