@@ -45,6 +45,8 @@ class TrainConfig:
     hidden_dim: int | None = None
     #: > 0: also fine-tune the base's last block (its ``trainable_tail``) at this rate.
     tail_learning_rate: float = 0.0
+    #: With a tail: how many blocks before the base's last stage train too (0: that stage only).
+    tail_blocks: int = 0
     #: Share of the pairs held out of training (by pair id: see ``pair_data.split_pairs``) and
     #: scored afterwards, base and candidate alike, from images each model embeds itself.
     holdout_fraction: float = 0.1
@@ -212,6 +214,13 @@ class Trainer:
                 on_epoch(report)
         return self.history
 
+    def _trained(self) -> str:
+        if self.tail is None:
+            return "head"
+        if self.config.tail_blocks:
+            return f"head, last block and {self.config.tail_blocks} blocks before it"
+        return "head and last block"
+
     def summary(self) -> dict[str, Any]:
         seconds = [h.seconds for h in self.history if h.seconds]
         return {
@@ -219,6 +228,6 @@ class Trainer:
             "epochs": self.epoch,
             "final_loss": round(self.history[-1].loss, 4) if self.history else None,
             "seconds_per_epoch": round(sum(seconds) / len(seconds), 2) if seconds else None,
-            "trained": "head and last block" if self.tail is not None else "head",
+            "trained": self._trained(),
             "config": asdict(self.config),
         }

@@ -152,6 +152,7 @@ def build_pair_tensors(
     batch: int = 32,
     progress: Callable[[int, int], None] | None = None,
     indexed_version: str | None = None,
+    tail_blocks: int = 0,
 ) -> PairTensors:
     """Resolve every image the pairs name; pairs with a missing image are skipped (counted).
     ``progress(done, total)`` is told of each batch of images read (``total``: all to read).
@@ -180,7 +181,8 @@ def build_pair_tensors(
             rows[image_id] = len(table)
             table.append(torch.from_numpy(vector))
     to_run.extend(_query_uploads(pairs, blobs))
-    for key, value in _run_images(to_run, base, max_pixels, tail, batch, progress):
+    run = _run_images(to_run, base, max_pixels, tail, batch, progress, tail_blocks)
+    for key, value in run:
         rows[key] = len(table)
         table.append(value)
     return _index_pairs(pairs, rows, table)
@@ -237,12 +239,15 @@ def _run_images(
     tail: bool,
     batch: int,
     progress: Callable[[int, int], None] | None,
+    tail_blocks: int = 0,
 ) -> list[tuple[str, torch.Tensor]]:
     """Decode and run the images through the base, in batches: (key, row) for each readable
     one (base vectors, or trunk maps to train a tail on)."""
 
     def model(tensors: list[torch.Tensor]) -> Sequence[torch.Tensor]:
-        return base.trunk_maps(tensors) if tail else torch.from_numpy(base.embed_tensors(tensors))
+        if tail:
+            return base.trunk_maps(tensors, tail_blocks)
+        return torch.from_numpy(base.embed_tensors(tensors))
 
     out: list[tuple[str, torch.Tensor]] = []
     for start in range(0, len(to_run), batch):

@@ -66,7 +66,7 @@ def _pair_tensors(
     with ExitStack() as stack:
         source = _vector_source(settings, stack)
         tail = config.tail_learning_rate > 0
-        split = base.trainable_tail() if tail else None
+        split = base.trainable_tail(config.tail_blocks) if tail else None
         if tail and split is None:
             raise ConfigurationError(f"{base.name} has no trainable last block: train a head only")
         fetcher = stack.enter_context(ImageFetcher.from_settings(settings)) if tail else None
@@ -86,6 +86,7 @@ def _pair_tensors(
             tail=tail,
             progress=read,
             indexed_version=indexed_version,
+            tail_blocks=config.tail_blocks,
         )
         bar.close()
     if data.skipped and any(data.skipped.values()):
@@ -178,6 +179,7 @@ def train_candidate(
         trainer.head,
         metadata=summary,
         tail_state=trainer.tail.state_dict() if trainer.tail is not None else None,
+        tail_blocks=config.tail_blocks,
     )
     version = model_version_id(
         f"finetuned-{base.name}", file_digest(model_path), base.preprocessing
