@@ -369,6 +369,12 @@ class Settings(BaseSettings):
         description="Fine-tune the base's last block too (slower, better with enough clicks); "
         "false: a projection head only.",
     )
+    learn_tail_blocks: int = Field(
+        default=0,
+        ge=0,
+        description="With LOOKALIKE_LEARN_TAIL: also fine-tune this many blocks before the "
+        "base's last stage (`train --tail-blocks`).",
+    )
     learn_interval: float = Field(
         default=3600.0,
         gt=0,

@@ -55,6 +55,7 @@ def _show(decision: Any, as_json: bool) -> None:
 @click.option("--margin", type=float, default=None, help="[env LOOKALIKE_LEARN_MARGIN]")
 @click.option("--epochs", type=int, default=None, help="[env LOOKALIKE_LEARN_EPOCHS]")
 @click.option("--tail/--head-only", default=None, help="[env LOOKALIKE_LEARN_TAIL]")
+@click.option("--tail-blocks", type=int, default=None, help="[env LOOKALIKE_LEARN_TAIL_BLOCKS]")
 @click.option(
     "--require-approval/--no-approval", default=None, help="[env LOOKALIKE_LEARN_REQUIRE_APPROVAL]"
 )
@@ -76,6 +77,7 @@ def learn_run(
     margin: float | None,
     epochs: int | None,
     tail: bool | None,
+    tail_blocks: int | None,
     require_approval: bool | None,
     wait: bool,
     every: float | None,
@@ -98,6 +100,7 @@ def learn_run(
             margin=margin,
             epochs=epochs,
             tail=tail,
+            tail_blocks=tail_blocks,
             require_approval=require_approval,
         )
         configure_threads(settings.torch_threads)

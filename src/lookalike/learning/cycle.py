@@ -53,6 +53,7 @@ class LearnPolicy:
     require_approval: bool
     epochs: int
     tail: bool
+    tail_blocks: int
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LearnPolicy:
@@ -64,6 +65,7 @@ class LearnPolicy:
             "require_approval": settings.learn_require_approval,
             "epochs": settings.learn_epochs,
             "tail": settings.learn_tail,
+            "tail_blocks": settings.learn_tail_blocks,
         } | {k: v for k, v in overrides.items() if v is not None}
         if values["holdout_dir"] is None:
             raise ConfigurationError(
@@ -197,6 +199,7 @@ class LearnCycle:
         config = TrainConfig(
             epochs=self.policy.epochs,
             tail_learning_rate=TAIL_LEARNING_RATE if self.policy.tail else 0.0,
+            tail_blocks=self.policy.tail_blocks if self.policy.tail else 0,
         )
         started = time.monotonic()
         summary = train_candidate(
