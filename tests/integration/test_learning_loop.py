@@ -113,31 +113,28 @@ def buyers_click(worker: LookalikeProcess, queries: list[tuple[Path, str]], seed
     )
 
 
-def learn(worker: LookalikeProcess, env: dict[str, str], *args: str) -> list[dict[str, Any]]:
-    """`lookalike learn run --json ...`: the decisions it printed."""
+def lookalike(env: dict[str, str], *args: str, timeout: float = 900) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "lookalike", "learn", "run", "--json", *args]
-        + ["--data-dir", str(worker.data_dir), "--port", str(worker.port)],
+        [sys.executable, "-m", "lookalike", *args],
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
     )
-    assert done.returncode == 0, done.stderr[-3000:] + worker.log_tail()
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def learn(worker: LookalikeProcess, env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    """`lookalike learn run --json ...`: the decisions it printed."""
+    place = ["--data-dir", str(worker.data_dir), "--port", str(worker.port)]
+    out = lookalike(env, "learn", "run", "--json", *args, *place)
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def status(worker: LookalikeProcess, env: dict[str, str]) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "lookalike", "learn", "status", "--json"]
-        + ["--data-dir", str(worker.data_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["decisions"]
+    out = lookalike(env, "learn", "status", "--json", "--data-dir", str(worker.data_dir))
+    return json.loads(out)["decisions"]
 
 
 def test_a_candidate_short_of_the_margin_is_refused_and_nothing_rolls_out(

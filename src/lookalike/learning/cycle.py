@@ -223,6 +223,7 @@ class LearnCycle:
 
     def _judge(self, trained: Decision, reference: Encoder) -> Decision:
         candidate = fp32_encoder(self.settings, trained.details["model"])
+        log.info("comparing candidate and serving on the holdout %s", self.policy.holdout_dir)
         holdout = compare_on_folder(
             {"serving": reference, "candidate": candidate},
             self.policy.holdout_dir,

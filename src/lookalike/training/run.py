@@ -211,6 +211,11 @@ def compare_on_held_out_clicks(
     (fp32), over the pairs every encoder can resolve; differences are from the first."""
     if not pairs:
         return {"pairs": 0, "skipped": {}}
+    log.info(
+        "scoring %s on %d held-out pairs: re-reading and embedding their images",
+        " and ".join(encoders),
+        len(pairs),
+    )
     with ExitStack() as stack:
         source = _vector_source(settings, stack)
         fetcher = stack.enter_context(ImageFetcher.from_settings(settings))
