@@ -173,17 +173,7 @@ def train_candidate(
         log.info("resuming from epoch %d of %d", trainer.epoch, config.epochs)
     _train(trainer, config, progress)
     summary = trainer.summary() | {"base_version": base.version}
-    model_path = save_checkpoint(
-        out_dir / MODEL_FILE,
-        base,
-        trainer.head,
-        metadata=summary,
-        tail_state=trainer.tail.state_dict() if trainer.tail is not None else None,
-        tail_blocks=config.tail_blocks,
-    )
-    version = model_version_id(
-        f"finetuned-{base.name}", file_digest(model_path), base.preprocessing
-    )
+    model_path, version = _save(out_dir, base, trainer, summary)
     name, other = reference or ("base", base)
     candidate = fp32_encoder(settings, str(model_path))
     clicks = compare_on_held_out_clicks(
@@ -198,6 +188,24 @@ def train_candidate(
         "model": str(model_path),
         "version": version,
     }
+
+
+def _save(
+    out_dir: Path, base: Encoder, trainer: Trainer, summary: dict[str, Any]
+) -> tuple[Path, str]:
+    """The checkpoint (an encoder) and its version id."""
+    model_path = save_checkpoint(
+        out_dir / MODEL_FILE,
+        base,
+        trainer.head,
+        metadata=summary,
+        tail_state=trainer.tail.state_dict() if trainer.tail is not None else None,
+        tail_blocks=trainer.config.tail_blocks,
+    )
+    version = model_version_id(
+        f"finetuned-{base.name}", file_digest(model_path), base.preprocessing
+    )
+    return model_path, version
 
 
 def compare_on_held_out_clicks(
