@@ -3,6 +3,7 @@ rollout (a fake worker stands in for the API here; the integration test runs the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,37 @@ def test_the_policy_needs_a_holdout_and_runs_one_cycle_at_a_time(tmp_path: Path)
     with one_cycle_at_a_time(tmp_path), pytest.raises(ConfigurationError, match="let it finish"):
         with one_cycle_at_a_time(tmp_path):
             pass
+
+
+def test_learn_run_wait_steps_until_the_loop_settles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lookalike.cli import learn as learn_cli
+
+    log = DecisionLog(tmp_path)
+    steps = iter(["rollout_started", "backfilling", "backfilling", "promoted", "skipped"])
+
+    class Steps:
+        def step(self) -> Any:
+            return log.record(next(steps), "why", "cand-1")  # type: ignore[arg-type]
+
+    monkeypatch.setattr(learn_cli, "BACKFILL_POLL", 0.0)
+    learn_cli._loop(Steps(), log, wait=True, interval=None, as_json=True)
+    printed = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert [json.loads(line)["kind"] for line in printed] == [
+        "rollout_started",
+        "backfilling",
+        "backfilling",
+        "promoted",
+    ]
+    # Without --wait one step is taken; a failed step exits 1 with its reason.
+    learn_cli._loop(Steps(), log, wait=False, interval=None, as_json=False)
+    assert "skipped" in capsys.readouterr().out
+
+    class Broken:
+        def step(self) -> Any:
+            raise ConfigurationError("set LOOKALIKE_LEARN_HOLDOUT_DIR")
+
+    with pytest.raises(SystemExit) as exit_info:
+        learn_cli._loop(Broken(), log, wait=False, interval=None, as_json=False)
+    assert exit_info.value.code == 1 and log.recent(1)[0].kind == "failed"
