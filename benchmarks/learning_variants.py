@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from _augment import Augmentation, view_pixels
 from _click_graph import GraphSettings, communities
 from torch import nn
 from tqdm import tqdm
@@ -38,6 +37,7 @@ from lookalike.encoders.finetuned import ProjectionHead
 from lookalike.evaluation import click_scores, labelled_images, pair_key, retrieval_metrics
 from lookalike.events import TrainingPair
 from lookalike.images import BlobStore, decode_image
+from lookalike.training.augment import Augmentation, view_pixels
 from lookalike.training.pair_data import ApiVectors, split_pairs
 
 

@@ -375,6 +375,12 @@ class Settings(BaseSettings):
         description="With LOOKALIKE_LEARN_TAIL: also fine-tune this many blocks before the "
         "base's last stage (`train --tail-blocks`).",
     )
+    learn_views: int = Field(
+        default=1,
+        ge=1,
+        description="With LOOKALIKE_LEARN_TAIL: augmented views per training image "
+        "(`train --views`; 1: none).",
+    )
     learn_interval: float = Field(
         default=3600.0,
         gt=0,

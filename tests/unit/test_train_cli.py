@@ -134,6 +134,20 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
         tuned_deep.base.model._blocks[-3].state_dict()["_project_conv.weight"],
         fresh[-3].state_dict()["_project_conv.weight"],
     )
+    # --views: augmented views of every image through the trunk; the result loads.
+    viewed = CliRunner().invoke(
+        lookalike.cli.main,
+        [*args, "--out", str(tmp_path / "views"), "--epochs", "1", "--tail", "--views", "3"]
+        + ["--json"],
+    )
+    assert viewed.exit_code == 0, viewed.output
+    viewed_summary = json.loads(viewed.output.strip().splitlines()[-1])
+    assert viewed_summary["config"]["views"] == 3
+    assert load_encoder(viewed_summary["model"]).version == viewed_summary["version"]
+    head_views = CliRunner().invoke(
+        lookalike.cli.main, [*args, "--out", str(tmp_path / "hv"), "--views", "3", "--json"]
+    )
+    assert head_views.exit_code == 1 and "--tail" in head_views.output
     # held-out clicks: base and candidate scored on the same resolvable pairs, with intervals
     clicks = deep_summary["held_out_clicks"]  # p0, p7 and p17 are held out by their ids
     assert clicks["pairs"] == 3 and clicks["models"].keys() == {"base", "candidate"}

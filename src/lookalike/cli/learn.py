@@ -56,6 +56,7 @@ def _show(decision: Any, as_json: bool) -> None:
 @click.option("--epochs", type=int, default=None, help="[env LOOKALIKE_LEARN_EPOCHS]")
 @click.option("--tail/--head-only", default=None, help="[env LOOKALIKE_LEARN_TAIL]")
 @click.option("--tail-blocks", type=int, default=None, help="[env LOOKALIKE_LEARN_TAIL_BLOCKS]")
+@click.option("--views", type=int, default=None, help="[env LOOKALIKE_LEARN_VIEWS]")
 @click.option(
     "--require-approval/--no-approval", default=None, help="[env LOOKALIKE_LEARN_REQUIRE_APPROVAL]"
 )
@@ -78,6 +79,7 @@ def learn_run(
     epochs: int | None,
     tail: bool | None,
     tail_blocks: int | None,
+    views: int | None,
     require_approval: bool | None,
     wait: bool,
     every: float | None,
@@ -101,6 +103,7 @@ def learn_run(
             epochs=epochs,
             tail=tail,
             tail_blocks=tail_blocks,
+            views=views,
             require_approval=require_approval,
         )
         configure_threads(settings.torch_threads)

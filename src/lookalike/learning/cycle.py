@@ -54,6 +54,7 @@ class LearnPolicy:
     epochs: int
     tail: bool
     tail_blocks: int
+    views: int
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LearnPolicy:
@@ -66,6 +67,7 @@ class LearnPolicy:
             "epochs": settings.learn_epochs,
             "tail": settings.learn_tail,
             "tail_blocks": settings.learn_tail_blocks,
+            "views": settings.learn_views,
         } | {k: v for k, v in overrides.items() if v is not None}
         if values["holdout_dir"] is None:
             raise ConfigurationError(
@@ -200,6 +202,7 @@ class LearnCycle:
             epochs=self.policy.epochs,
             tail_learning_rate=TAIL_LEARNING_RATE if self.policy.tail else 0.0,
             tail_blocks=self.policy.tail_blocks if self.policy.tail else 0,
+            views=self.policy.views if self.policy.tail else 1,
         )
         started = time.monotonic()
         summary = train_candidate(

@@ -47,6 +47,9 @@ class TrainConfig:
     tail_learning_rate: float = 0.0
     #: With a tail: how many blocks before the base's last stage train too (0: that stage only).
     tail_blocks: int = 0
+    #: With a tail: augmented views per image (1: the image as served only); each step draws
+    #: one of them for every image of the batch.
+    views: int = 1
     #: Share of the pairs held out of training (by pair id: see ``pair_data.split_pairs``) and
     #: scored afterwards, base and candidate alike, from images each model embeds itself.
     holdout_fraction: float = 0.1
@@ -91,8 +94,8 @@ def info_nce(
         torch.cat([positives, logged[logged >= 0]]), return_inverse=True
     )
     targets = inverse[: len(positives)]
-    q = nn.functional.normalize(head(data.vectors[queries]), dim=1)
-    c = nn.functional.normalize(head(data.vectors[candidates]), dim=1)
+    q = nn.functional.normalize(head(data.rows(queries)), dim=1)
+    c = nn.functional.normalize(head(data.rows(candidates)), dim=1)
     logits = q @ c.T / temperature
     # Another pair of the same query clicked this candidate: a positive, so not a negative.
     same_query = queries[:, None] == queries[None, :]
@@ -123,7 +126,8 @@ class Trainer:
         self.train_rows = torch.arange(len(data))
         torch.manual_seed(config.seed)
         self.tail = tail
-        in_dim = int(tail(data.vectors[:1]).shape[1]) if tail else int(data.vectors.shape[1])
+        first = data.rows(torch.zeros(1, dtype=torch.long))
+        in_dim = int(tail(first).shape[1]) if tail else int(data.vectors.shape[1])
         self.head = ProjectionHead(in_dim, config.out_dim or in_dim, config.hidden_dim)
         if config.out_dim is None and config.hidden_dim is None:
             with torch.no_grad():

@@ -19,12 +19,17 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 import torch
+from PIL import Image
 
 from ..encoders import Encoder
 from ..errors import ConfigurationError, ImageRejected
 from ..events import TrainingPair
 from ..images import BlobStore, ImageFetcher, decode_image, payload_bytes
 from ..index import VectorIndex
+from .augment import Augmentation, view_pixels
+
+#: How training views of product photos are drawn (see ``augment``).
+AUGMENTATION = Augmentation()
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +108,29 @@ class PairTensors:
     positives: torch.Tensor  # (P,) row of each pair's clicked image
     negatives: torch.Tensor  # (P, M) rows of logged negatives, -1 padded
     skipped: dict[str, int] = field(default_factory=dict)
+    #: > 1: ``vectors`` holds that many augmented views of each image (N, V, C, H, W).
+    views: int = 1
 
     def __len__(self) -> int:
         return int(self.positives.shape[0])
 
     def subset(self, rows: torch.Tensor) -> PairTensors:
         return PairTensors(
-            self.vectors, self.queries[rows], self.positives[rows], self.negatives[rows]
+            self.vectors,
+            self.queries[rows],
+            self.positives[rows],
+            self.negatives[rows],
+            views=self.views,
         )
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The table's rows at ``index``; with augmented views, a random view of each (view 0
+        is the image as served)."""
+        picked = self.vectors[index]
+        if self.views == 1:
+            return picked
+        view = torch.randint(0, self.views, (len(index),))
+        return picked[torch.arange(len(index)), view]
 
 
 def pairs_digest(pairs: Sequence[TrainingPair]) -> str:
@@ -153,6 +173,7 @@ def build_pair_tensors(
     progress: Callable[[int, int], None] | None = None,
     indexed_version: str | None = None,
     tail_blocks: int = 0,
+    views: int = 1,
 ) -> PairTensors:
     """Resolve every image the pairs name; pairs with a missing image are skipped (counted).
     ``progress(done, total)`` is told of each batch of images read (``total``: all to read).
@@ -160,9 +181,15 @@ def build_pair_tensors(
     ``tail=False``: rows are base vectors (catalogue images read from the index, queries
     embedded). ``tail=True``: rows are the base trunk's feature maps, so the tail can be trained;
     every image is then re-read from its source (``fetcher``, ``blobs``) and run through the
-    trunk. ``indexed_version``: whose index records name the images' sources (default: the
-    base's; with ``tail=False`` it must be the base's, whose stored vectors are used).
+    trunk, ``views`` times when > 1 (augmented views: ``training.augment``).
+    ``indexed_version``: whose index records name the images' sources (default: the base's;
+    with ``tail=False`` it must be the base's, whose stored vectors are used).
     """
+    if views > 1 and not tail:
+        raise ConfigurationError(
+            "augmented views need the tail trained (--tail): a head only "
+            "trains on the index's stored vectors"
+        )
     indexed_version = indexed_version or base.version
     catalogue_ids = _catalogue_ids(pairs)
     rows: dict[str, int] = {}
@@ -181,11 +208,13 @@ def build_pair_tensors(
             rows[image_id] = len(table)
             table.append(torch.from_numpy(vector))
     to_run.extend(_query_uploads(pairs, blobs))
-    run = _run_images(to_run, base, max_pixels, tail, batch, progress, tail_blocks)
+    run = _run_images(to_run, base, max_pixels, tail, batch, progress, tail_blocks, views)
     for key, value in run:
         rows[key] = len(table)
         table.append(value)
-    return _index_pairs(pairs, rows, table)
+    data = _index_pairs(pairs, rows, table)
+    data.views = views
+    return data
 
 
 def _catalogue_ids(pairs: Sequence[TrainingPair]) -> list[str]:
@@ -240,9 +269,10 @@ def _run_images(
     batch: int,
     progress: Callable[[int, int], None] | None,
     tail_blocks: int = 0,
+    views: int = 1,
 ) -> list[tuple[str, torch.Tensor]]:
     """Decode and run the images through the base, in batches: (key, row) for each readable
-    one (base vectors, or trunk maps to train a tail on)."""
+    one (base vectors, or trunk maps to train a tail on: ``views`` of them per image)."""
 
     def model(tensors: list[torch.Tensor]) -> Sequence[torch.Tensor]:
         if tail:
@@ -265,12 +295,22 @@ def _run_images(
                 log.warning("training image %s unreadable: %s", key, exc.reason)
                 continue
             keys.append(key)
-            tensors.append(base.preprocess(image))
+            tensors.extend(_views(base, image, key, views))
         if tensors:
-            out.extend(zip(keys, model(tensors), strict=True))
+            found = model(tensors)
+            if views > 1:
+                found = found.unflatten(0, (len(keys), views))
+            out.extend(zip(keys, found, strict=True))
         if progress is not None:
             progress(len(chunk), len(to_run))
     return out
+
+
+def _views(base: Encoder, image: Image.Image, key: str, views: int) -> list[torch.Tensor]:
+    """The image as the encoder serves it, then ``views - 1`` augmented views of it."""
+    if views == 1:
+        return [base.preprocess(image)]
+    return [view_pixels(image, key, v, base.preprocessing, AUGMENTATION) for v in range(views)]
 
 
 def _index_pairs(

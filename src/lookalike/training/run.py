@@ -87,6 +87,7 @@ def _pair_tensors(
             progress=read,
             indexed_version=indexed_version,
             tail_blocks=config.tail_blocks,
+            views=config.views,
         )
         bar.close()
     if data.skipped and any(data.skipped.values()):

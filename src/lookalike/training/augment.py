@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from lookalike.encoders.base import Preprocessing
+from ..encoders.base import Preprocessing
 
 
 @dataclass(frozen=True)
