@@ -340,6 +340,66 @@ class Settings(BaseSettings):
         "folder) so training pairs can use them.",
     )
 
+    # --- the learning loop (`lookalike learn`) ----------------------------------------------
+    learn_min_new_pairs: int = Field(
+        default=500,
+        ge=1,
+        description="Train a candidate only when at least this many pairs arrived since the "
+        "last candidate was trained.",
+    )
+    learn_margin: float = Field(
+        default=0.01,
+        description="Holdout mAP the candidate must gain over the serving version to be rolled "
+        "out (it is never rolled out when worse, whatever the margin).",
+    )
+    learn_recall_tolerance: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="How much holdout Recall@10 the candidate may lose against the serving "
+        "version (0: none).",
+    )
+    learn_holdout_dir: Path | None = Field(
+        default=None,
+        description="Labelled holdout folder (a sub-folder per category, never indexed or "
+        "clicked) candidates are judged on; on the worker's machine too (the promotion gate "
+        "evaluates there). Required by `lookalike learn run`.",
+    )
+    learn_require_approval: bool = Field(
+        default=False,
+        description="Wait for `lookalike learn approve ID` before promoting a candidate whose "
+        "backfill is done (false: promote when the gate passes).",
+    )
+    learn_epochs: int = Field(
+        default=25, ge=1, description="Training budget: epochs per candidate."
+    )
+    learn_tail: bool = Field(
+        default=True,
+        description="Fine-tune the base's last block too (slower, better with enough clicks); "
+        "false: a projection head only.",
+    )
+    learn_tail_blocks: int = Field(
+        default=0,
+        ge=0,
+        description="With LOOKALIKE_LEARN_TAIL: also fine-tune this many blocks before the "
+        "base's last stage (`train --tail-blocks`).",
+    )
+    learn_views: int = Field(
+        default=1,
+        ge=1,
+        description="With LOOKALIKE_LEARN_TAIL: augmented views per training image "
+        "(`train --views`; 1: none).",
+    )
+    learn_interval: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds between cycles of `lookalike learn run --every` when no interval "
+        "is given.",
+    )
+    learn_dir: Path | None = Field(
+        default=None,
+        description="Candidates' checkpoints and the decision log. Unset: {data_dir}/learn.",
+    )
+
     # --- HTTP API ------------------------------------------------------------------------------
     api_host: str = Field(default="127.0.0.1", description="Interface the HTTP API binds to.")
     api_port: int = Field(default=6066, ge=1, le=65535, description="Port of the HTTP API.")
@@ -515,6 +575,10 @@ class Settings(BaseSettings):
     @property
     def training_pairs_dir(self) -> Path:
         return self.pairs_dir or self.data_dir / "training-pairs"
+
+    @property
+    def learn_path(self) -> Path:
+        return self.learn_dir or self.data_dir / "learn"
 
     @property
     def all_topics(self) -> list[str]:

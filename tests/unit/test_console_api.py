@@ -261,3 +261,19 @@ def test_a_thumbnail_source_goes_through_the_fetch_guard(api: Api, runtime: Runt
     )
     status, body, _ = api.call("GET", "/thumbnails/inside")
     assert status == 422 and "refused" in body["error"] and "LOOKALIKE_FETCH_ALLOW" in body["error"]
+
+
+def test_the_learning_loops_decisions_are_served_to_the_console(api: Api, runtime: Runtime) -> None:
+    from lookalike.learning import DecisionLog
+
+    assert api.call("GET", "/learn")[1] == {"decisions": []}  # the loop never ran here
+    log = DecisionLog(runtime.settings.learn_path)
+    log.record("trained", "head of efficientnet-lite0 on 40 pairs", "cand-1", {"pairs_total": 44})
+    log.record("refused", "worse on the holdout: mAP 0.5 < serving 0.6", "cand-1")
+    log.close()
+    status, body, _ = api.call("GET", "/learn", params={"limit": 1})
+    assert status == 200 and [d["kind"] for d in body["decisions"]] == ["refused"]
+    assert body["decisions"][0]["reason"].startswith("worse on the holdout")
+    assert api.call("GET", "/learn", params={"limit": 0})[0] == 400
+    script = (ROOT / "src/lookalike/console/static/console.js").read_text()
+    assert 'api("/learn?limit=10")' in script

@@ -85,3 +85,19 @@ def test_cli_eval_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert report["recall_at_1"] >= 0.75
     missing = CliRunner().invoke(lookalike.cli.main, ["eval"])
     assert missing.exit_code == 1 and "DATASET_DIR" in missing.output
+
+
+def test_cli_eval_against_compares_two_encoders_on_the_same_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOOKALIKE_COMPILE", "false")
+    dataset = write_dataset(tmp_path / "d", 4)
+    args = ["eval", str(dataset), "--against", "efficientnet-lite0", "--json"]
+    report = json.loads(CliRunner().invoke(lookalike.cli.main, args).output)
+    # the same model against itself: equal per query, so a zero difference with a zero interval
+    assert report["images"] == 12 and report["baseline"] == "base"
+    assert report["versions"]["base"] == report["versions"]["other"]
+    assert report["difference"]["other"]["map"] == {"value": 0.0, "low": 0.0, "high": 0.0, "n": 12}
+    assert report["models"]["base"]["map"]["low"] <= report["models"]["base"]["map"]["value"]
+    table = CliRunner().invoke(lookalike.cli.main, args[:-1])
+    assert table.exit_code == 0 and "recall_at_10" in table.output and "[" in table.output

@@ -115,13 +115,54 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
     assert not torch.equal(tuned_tail.base.model._conv_head.weight, base_conv)
     assert torch.equal(load_encoder("efficientnet-lite0").model._conv_head.weight, base_conv)
 
+    # --tail-blocks 2: the two blocks before the last stage train too, and load back.
+    deep = CliRunner().invoke(
+        lookalike.cli.main,
+        [*args, "--out", str(tmp_path / "deep"), "--epochs", "1", "--tail", "--tail-blocks", "2"]
+        + ["--json"],
+    )
+    assert deep.exit_code == 0, deep.output
+    deep_summary = json.loads(deep.output.strip().splitlines()[-1])
+    assert deep_summary["trained"] == "head, last block and 2 blocks before it"
+    tuned_deep = load_encoder(deep_summary["model"])
+    fresh = load_encoder("efficientnet-lite0").model._blocks
+    assert not torch.equal(
+        tuned_deep.base.model._blocks[-2].state_dict()["_project_conv.weight"],
+        fresh[-2].state_dict()["_project_conv.weight"],
+    )
+    assert torch.equal(
+        tuned_deep.base.model._blocks[-3].state_dict()["_project_conv.weight"],
+        fresh[-3].state_dict()["_project_conv.weight"],
+    )
+    # --views: augmented views of every image through the trunk; the result loads.
+    viewed = CliRunner().invoke(
+        lookalike.cli.main,
+        [*args, "--out", str(tmp_path / "views"), "--epochs", "1", "--tail", "--views", "3"]
+        + ["--json"],
+    )
+    assert viewed.exit_code == 0, viewed.output
+    viewed_summary = json.loads(viewed.output.strip().splitlines()[-1])
+    assert viewed_summary["config"]["views"] == 3
+    assert load_encoder(viewed_summary["model"]).version == viewed_summary["version"]
+    head_views = CliRunner().invoke(
+        lookalike.cli.main, [*args, "--out", str(tmp_path / "hv"), "--views", "3", "--json"]
+    )
+    assert head_views.exit_code == 1 and "--tail" in head_views.output
+    # held-out clicks: base and candidate scored on the same resolvable pairs, with intervals
+    clicks = deep_summary["held_out_clicks"]  # p0, p7 and p17 are held out by their ids
+    assert clicks["pairs"] == 3 and clicks["models"].keys() == {"base", "candidate"}
+    assert clicks["models"]["base"]["reciprocal_rank"]["n"] == 3
+    assert deep_summary["train_pairs"] == 21
 
-def test_trunk_then_tail_is_the_encoder() -> None:
+
+@pytest.mark.parametrize("blocks", [0, 3])
+def test_trunk_then_tail_is_the_encoder(blocks: int) -> None:
     encoder = load_encoder("efficientnet-lite0")
     tensors = [encoder.preprocess(make_image(c, 3)) for c in CATEGORIES]
-    split = encoder.trainable_tail()
+    split = encoder.trainable_tail(blocks)
+    assert len(split.tail.blocks) == blocks
     with torch.no_grad():
-        features = split.tail(encoder.trunk_maps(tensors))
+        features = split.tail(encoder.trunk_maps(tensors, blocks))
     rebuilt = torch.nn.functional.normalize(features, dim=1).numpy()
     assert np.abs(rebuilt - encoder.embed_tensors(tensors)).max() < 1e-5
 

@@ -83,6 +83,10 @@ class DeadLettersQuery(TextFields):
     limit: int = Field(default=50, ge=1, le=MAX_LIST)
 
 
+class LearnQuery(TextFields):
+    limit: int = Field(default=20, ge=1, le=MAX_LIST)
+
+
 class AlertsQuery(TextFields):
     seller_id: Text | None = None
     category: Text | None = None
@@ -284,6 +288,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("POST", "/vectors", "admin", "stored vectors or records by id", body=VectorsRequest),
     Route("GET", "/versions", "admin", "the model-version registry"),
+    Route(
+        "GET",
+        "/learn",
+        "admin",
+        "the learning loop's latest decisions, newest first (`lookalike learn status`)",
+        query=LearnQuery,
+    ),
     Route(
         "GET",
         "/alerts",

@@ -63,6 +63,7 @@ from .models import (
     AlertsQuery,
     DeadLettersQuery,
     ExemplarFields,
+    LearnQuery,
     NoFields,
     ReviewRequest,
     RolloutPromote,
@@ -372,6 +373,12 @@ def _alert_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) -> N
 def _rollout_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) -> None:
     rollout, settings = worker.rollout, worker.settings
 
+    @app.page("/learn")
+    class LearnView(View):
+        async def get(self, request: Request) -> Response:
+            query = parse_fields(LearnQuery, request.query)
+            return self.json({"decisions": await off_loop(_learn_decisions, settings, query.limit)})
+
     @app.page("/rollout/status")
     class RolloutStatusView(View):
         async def get(self, request: Request) -> Response:
@@ -411,3 +418,17 @@ def _rollout_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) ->
         async def post(self, request: Request) -> Response:
             body: RolloutRetire = await _json_body(request, settings, RolloutRetire)
             return self.json(await rollout.on_writer(rollout.retire, body.drop))
+
+
+def _learn_decisions(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    """The decisions `lookalike learn run` logged under this worker's data dir (none when the
+    loop has not run here). Blocking."""
+    from ..learning import DecisionLog
+
+    if not (settings.learn_path / "decisions.sqlite").exists():
+        return []
+    log = DecisionLog(settings.learn_path)
+    try:
+        return [d.as_dict() for d in log.recent(limit)]
+    finally:
+        log.close()

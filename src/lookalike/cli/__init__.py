@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from . import learning, lifecycle, quality, query, serve
+from . import learn, learning, lifecycle, quality, query, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,7 +20,7 @@ def main() -> None:
     """
 
 
-for _module in (serve, query, quality, learning, lifecycle):
+for _module in (serve, query, quality, learning, learn, lifecycle):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

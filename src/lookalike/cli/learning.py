@@ -142,6 +142,20 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
     "Re-reads every pair's images from their sources (slower; better with enough clicks).",
 )
 @click.option("--tail-lr", default=3e-4, show_default=True, help="Learning rate of the block.")
+@click.option(
+    "--tail-blocks",
+    default=0,
+    show_default=True,
+    help="With --tail: also fine-tune this many blocks before the last stage.",
+)
+@click.option(
+    "--views",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="With --tail: augmented views per image (crops, flips, mild colour), each image read "
+    "once and run through the trunk once per view.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--restart", is_flag=True, help="Ignore saved training state in --out.")
 @click.option(
@@ -161,6 +175,8 @@ def train_command(
     hidden_dim: int | None,
     tail: bool,
     tail_lr: float,
+    tail_blocks: int,
+    views: int,
     seed: int,
     restart: bool,
     as_json: bool,
@@ -183,6 +199,8 @@ def train_command(
         out_dim=out_dim,
         hidden_dim=hidden_dim,
         tail_learning_rate=tail_lr if tail else 0.0,
+        tail_blocks=tail_blocks if tail else 0,
+        views=views,
         seed=seed,
     )
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import LookalikeError
+from ..settings import Settings
 from ..tuning import Tuning
 from .common import fail, settings_from, setup_logging, show_progress
 
@@ -31,6 +32,12 @@ from .common import fail, settings_from, setup_logging, show_progress
 )
 @click.option("--encoder", default=None, help="[default: LOOKALIKE_ENCODER]")
 @click.option(
+    "--against",
+    default=None,
+    help="A second encoder (name or model.pt) to compare with --encoder on DATASET_DIR: both in "
+    "fp32, each metric with its 95% bootstrap interval and the paired difference.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object (progress bars go to stderr)."
 )
 def eval_command(
@@ -38,6 +45,7 @@ def eval_command(
     gallery: Path | None,
     queries: Path | None,
     encoder: str | None,
+    against: str | None,
     as_json: bool,
 ) -> None:
     """Retrieval quality on labelled folders (a sub-folder per category, category =
@@ -50,6 +58,11 @@ def eval_command(
     setup_logging(settings, "warning")
     if (dataset_dir is None) == (gallery is None and queries is None):
         fail("give DATASET_DIR, or --gallery DIR --queries DIR")
+    if against is not None:
+        if dataset_dir is None:
+            fail("--against compares on DATASET_DIR (not --gallery/--queries)")
+        _compare(settings, dataset_dir, against, as_json)
+        return
     try:
         configure_threads(settings.torch_threads)
         model = encoder_from_settings(settings)
@@ -64,6 +77,32 @@ def eval_command(
         return
     for key, value in report.items():
         click.echo(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+
+
+def _compare(settings: Settings, dataset_dir: Path, against: str, as_json: bool) -> None:
+    from ..encoders import configure_threads
+    from ..evaluation import compare_on_folder
+    from ..training import fp32_encoder
+
+    try:
+        configure_threads(settings.torch_threads)
+        encoders = {"base": fp32_encoder(settings, settings.encoder)}
+        encoders["other"] = fp32_encoder(settings, against)
+        report = compare_on_folder(encoders, dataset_dir, "base", progress=show_progress())
+    except LookalikeError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{'':<16} {'--encoder':<24} {'--against':<24} difference")
+    for metric, base in report["models"]["base"].items():
+        other = report["models"]["other"][metric]
+        diff = report["difference"]["other"][metric]
+        click.echo(f"{metric:<16} {_interval(base):<24} {_interval(other):<24} {_interval(diff)}")
+
+
+def _interval(estimate: dict[str, float]) -> str:
+    return f"{estimate['value']:.4f} [{estimate['low']:.4f}, {estimate['high']:.4f}]"
 
 
 @click.command("validate-eval")

@@ -122,6 +122,8 @@ class TrainableTail:
     #: into it changes the encoder.
     tail: torch.nn.Module
     description: str
+    #: How many blocks before the last stage the tail holds (0: the last stage only).
+    blocks: int = 0
 
 
 class Encoder(ABC):
@@ -192,14 +194,15 @@ class Encoder(ABC):
     def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
         """NCHW normalised batch on self.device -> N x dim features (not yet normalised)."""
 
-    def trainable_tail(self) -> TrainableTail | None:
-        """The last block(s), split off for fine-tuning; None: only a head can be trained."""
+    def trainable_tail(self, blocks: int = 0) -> TrainableTail | None:
+        """The last stage and the ``blocks`` blocks before it, split off for fine-tuning; None:
+        only a head can be trained."""
         return None
 
-    def trunk_maps(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    def trunk_maps(self, tensors: Sequence[torch.Tensor], blocks: int = 0) -> torch.Tensor:
         """Preprocessed tensors -> what :meth:`trainable_tail`'s tail takes (float32, CPU),
         computed once so training runs only the tail. Blocking."""
-        split = self.trainable_tail()
+        split = self.trainable_tail(blocks)
         if split is None:
             raise EncoderUnavailable(f"{self.name} has no trainable tail: train a head only")
         batch = torch.stack(list(tensors)).to(self.device)

@@ -45,17 +45,21 @@ def lite_weights_path(variant: str) -> Path:
     return path
 
 
-class HeadConvolution(nn.Module):
-    """EfficientNet-Lite's last stage: 1x1 head convolution (320 -> 1,280), batch norm, ReLU6,
-    global average pool. Its modules are the encoder's own."""
+class LastBlocks(nn.Module):
+    """EfficientNet-Lite's last ``blocks`` MBConv blocks (0: none), then its last stage: the 1x1
+    head convolution (320 -> 1,280 in Lite0), batch norm, ReLU6, global average pool. Its
+    modules are the encoder's own."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, blocks: int = 0) -> None:
         super().__init__()
+        self.blocks = nn.ModuleList(list(model._blocks)[len(model._blocks) - blocks :])
         self.conv = model._conv_head
         self.bn = model._bn1
         self.act = model._swish
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            maps = block(maps, drop_connect_rate=None)
         return self.act(self.bn(self.conv(maps))).mean(dim=(2, 3))
 
 
@@ -95,13 +99,22 @@ class EfficientNetLiteEncoder(Encoder):
     def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.extract_features(batch).mean(dim=(2, 3))
 
-    def trainable_tail(self) -> TrainableTail:
+    def trainable_tail(self, blocks: int = 0) -> TrainableTail:
         model = self.model
+        total = len(model._blocks)
+        if not 0 <= blocks <= total:
+            raise EncoderUnavailable(
+                f"{self.name} has {total} blocks; cannot train the last {blocks}"
+            )
+        cut = total - blocks
 
         def trunk(batch: torch.Tensor) -> torch.Tensor:
             x = model._swish(model._bn0(model._conv_stem(batch)))
-            for block in model._blocks:
+            for block in model._blocks[:cut]:
                 x = block(x, drop_connect_rate=None)
             return x
 
-        return TrainableTail(trunk, HeadConvolution(model), "the head convolution and its norm")
+        what = f"the last {blocks} blocks and " if blocks else ""
+        return TrainableTail(
+            trunk, LastBlocks(model, blocks), f"{what}the head convolution and its norm", blocks
+        )

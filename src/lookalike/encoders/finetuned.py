@@ -44,9 +44,10 @@ def save_checkpoint(
     head: ProjectionHead,
     metadata: dict[str, Any] | None = None,
     tail_state: dict[str, torch.Tensor] | None = None,
+    tail_blocks: int = 0,
 ) -> Path:
-    """``tail_state``: the fine-tuned last block(s) of the base (its ``trainable_tail``), if
-    those were trained too."""
+    """``tail_state``: the fine-tuned last stage of the base and the ``tail_blocks`` blocks
+    before it (its ``trainable_tail(tail_blocks)``), if those were trained too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(
@@ -62,6 +63,7 @@ def save_checkpoint(
                 if tail_state
                 else None
             ),
+            "tail_blocks": tail_blocks,
         },
         tmp,
     )
@@ -94,7 +96,7 @@ class FineTunedEncoder(Encoder):
                 f"{base.name} is {base.version}; install the matching weights"
             )
         if checkpoint.get("tail_state"):
-            split = base.trainable_tail()
+            split = base.trainable_tail(int(checkpoint.get("tail_blocks", 0)))
             if split is None:
                 raise EncoderUnavailable(f"{path} fine-tunes a tail that {base.name} does not have")
             split.tail.load_state_dict(checkpoint["tail_state"])

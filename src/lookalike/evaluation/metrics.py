@@ -2,6 +2,9 @@
 
 Each query ranks the gallery by cosine similarity (vectors are L2-normalised); a gallery item is
 relevant when it has the query's label. Leave-one-out when the queries are the gallery.
+
+:func:`per_query_metrics` keeps one value per query and metric, so a confidence interval can be
+drawn by resampling queries (:mod:`.confidence`); :func:`retrieval_metrics` is their mean.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+#: The per-query metrics, in the order of :class:`RetrievalMetrics`' fields after the counts.
+METRICS = ("recall_at_1", "recall_at_5", "recall_at_10", "precision_at_10", "map", "ndcg_at_10")
 
 
 @dataclass(frozen=True)
@@ -27,17 +33,16 @@ class RetrievalMetrics:
         return asdict(self)
 
 
-def retrieval_metrics(
+def per_query_metrics(
     queries: np.ndarray,
     query_labels: Sequence[str],
     gallery: np.ndarray | None = None,
     gallery_labels: Sequence[str] | None = None,
     chunk: int = 512,
-) -> RetrievalMetrics:
-    """Recall@k (a relevant item in the top k), Precision@10, mAP and nDCG@10 (binary gains).
-
-    With no gallery, each query searches all the *other* queries (leave-one-out).
-    """
+) -> dict[str, np.ndarray]:
+    """Each metric of :data:`METRICS` per counted query (a query whose label has no other
+    example cannot be retrieved and is not counted). With no gallery, each query searches all
+    the *other* queries (leave-one-out)."""
     leave_one_out = gallery is None
     gallery = queries if gallery is None else gallery
     gallery_labels = query_labels if gallery_labels is None else gallery_labels
@@ -46,8 +51,7 @@ def retrieval_metrics(
     n_gallery = len(g_lab) - (1 if leave_one_out else 0)
     k = min(10, n_gallery)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    sums = dict.fromkeys(("r1", "r5", "r10", "p10", "ap", "ndcg"), 0.0)
-    counted = 0
+    values: dict[str, list[float]] = {name: [] for name in METRICS}
     for start in range(0, len(q_lab), chunk):
         sims = queries[start : start + chunk] @ gallery.T
         if leave_one_out:
@@ -60,24 +64,34 @@ def retrieval_metrics(
         for row in relevant:
             total = row.sum()
             if total == 0:
-                continue  # a label with no other example cannot be retrieved
-            counted += 1
-            sums["r1"] += row[:1].any()
-            sums["r5"] += row[:5].any()
-            sums["r10"] += row[:10].any()
-            sums["p10"] += row[:k].mean()
+                continue
             hits = np.flatnonzero(row)
-            sums["ap"] += float(np.mean(np.arange(1, len(hits) + 1) / (hits + 1)))
             ideal = discounts[: min(int(total), k)].sum()
-            sums["ndcg"] += float((row[:k] * discounts).sum() / ideal)
-    n = max(counted, 1)
-    return RetrievalMetrics(
-        queries=counted,
-        gallery=len(g_lab),
-        recall_at_1=float(sums["r1"] / n),
-        recall_at_5=float(sums["r5"] / n),
-        recall_at_10=float(sums["r10"] / n),
-        precision_at_10=float(sums["p10"] / n),
-        map=float(sums["ap"] / n),
-        ndcg_at_10=float(sums["ndcg"] / n),
-    )
+            values["recall_at_1"].append(float(row[:1].any()))
+            values["recall_at_5"].append(float(row[:5].any()))
+            values["recall_at_10"].append(float(row[:10].any()))
+            values["precision_at_10"].append(float(row[:k].mean()))
+            values["map"].append(float(np.mean(np.arange(1, len(hits) + 1) / (hits + 1))))
+            values["ndcg_at_10"].append(float((row[:k] * discounts).sum() / ideal))
+    return {name: np.asarray(found, dtype=np.float64) for name, found in values.items()}
+
+
+def summarise(per_query: dict[str, np.ndarray], gallery: int) -> RetrievalMetrics:
+    counted = len(per_query["map"])
+    means = {name: float(per_query[name].mean()) if counted else 0.0 for name in METRICS}
+    return RetrievalMetrics(queries=counted, gallery=gallery, **means)
+
+
+def retrieval_metrics(
+    queries: np.ndarray,
+    query_labels: Sequence[str],
+    gallery: np.ndarray | None = None,
+    gallery_labels: Sequence[str] | None = None,
+    chunk: int = 512,
+) -> RetrievalMetrics:
+    """Recall@k (a relevant item in the top k), Precision@10, mAP and nDCG@10 (binary gains).
+
+    With no gallery, each query searches all the *other* queries (leave-one-out).
+    """
+    per_query = per_query_metrics(queries, query_labels, gallery, gallery_labels, chunk)
+    return summarise(per_query, len(query_labels if gallery_labels is None else gallery_labels))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,9 @@ from tqdm import tqdm
 
 from ..errors import ConfigurationError
 from ..images import decode_image
+from .compare import compare_scores
 from .datasets import labelled_images
-from .metrics import RetrievalMetrics, retrieval_metrics
+from .metrics import RetrievalMetrics, per_query_metrics, retrieval_metrics
 
 
 def embed_folder(
@@ -61,3 +62,21 @@ def evaluate(
         embed_folder(encoder, gallery_pairs, progress=progress),
         [label for _, label in gallery_pairs],
     )
+
+
+def compare_on_folder(
+    encoders: Mapping[str, Any], dataset: Path, baseline: str, progress: bool = True
+) -> dict[str, Any]:
+    """Every encoder on the same labelled folder (each image queries all the others), each
+    embedding the images itself: means with bootstrap intervals, and each one's paired
+    difference from ``baseline``. Give encoders loaded in the same precision (fp32) so a
+    difference is the models', not the arithmetic's."""
+    pairs = labelled_images(dataset)
+    labels = [label for _, label in pairs]
+    per_model = {
+        name: per_query_metrics(embed_folder(encoder, pairs, progress=progress), labels)
+        for name, encoder in encoders.items()
+    }
+    report = compare_scores(per_model, baseline)
+    versions = {name: encoder.version for name, encoder in encoders.items()}
+    return {"eval_dir": str(dataset), "images": len(pairs), "versions": versions, **report}

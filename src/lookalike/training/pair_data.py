@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -19,12 +19,17 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 import torch
+from PIL import Image
 
 from ..encoders import Encoder
 from ..errors import ConfigurationError, ImageRejected
 from ..events import TrainingPair
 from ..images import BlobStore, ImageFetcher, decode_image, payload_bytes
 from ..index import VectorIndex
+from .augment import Augmentation, view_pixels
+
+#: How training views of product photos are drawn (see ``augment``).
+AUGMENTATION = Augmentation()
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +108,29 @@ class PairTensors:
     positives: torch.Tensor  # (P,) row of each pair's clicked image
     negatives: torch.Tensor  # (P, M) rows of logged negatives, -1 padded
     skipped: dict[str, int] = field(default_factory=dict)
+    #: > 1: ``vectors`` holds that many augmented views of each image (N, V, C, H, W).
+    views: int = 1
 
     def __len__(self) -> int:
         return int(self.positives.shape[0])
 
     def subset(self, rows: torch.Tensor) -> PairTensors:
         return PairTensors(
-            self.vectors, self.queries[rows], self.positives[rows], self.negatives[rows]
+            self.vectors,
+            self.queries[rows],
+            self.positives[rows],
+            self.negatives[rows],
+            views=self.views,
         )
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """The table's rows at ``index``; with augmented views, a random view of each (view 0
+        is the image as served)."""
+        picked = self.vectors[index]
+        if self.views == 1:
+            return picked
+        view = torch.randint(0, self.views, (len(index),))
+        return picked[torch.arange(len(index)), view]
 
 
 def pairs_digest(pairs: Sequence[TrainingPair]) -> str:
@@ -119,6 +139,21 @@ def pairs_digest(pairs: Sequence[TrainingPair]) -> str:
     for pair_id in sorted(p.pair_id for p in pairs):
         digest.update(pair_id.encode())
     return digest.hexdigest()[:16]
+
+
+def is_held_out(pair_id: str, fraction: float) -> bool:
+    """Whether a pair is kept out of training, by a hash of its id: the same pairs stay held
+    out as new ones arrive, so held-out clicks are never trained on by any later candidate."""
+    return int(hashlib.sha256(pair_id.encode()).hexdigest()[:8], 16) < fraction * 2**32
+
+
+def split_pairs(
+    pairs: Sequence[TrainingPair], fraction: float
+) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    """(pairs to train on, held-out pairs) by :func:`is_held_out`."""
+    train = [p for p in pairs if not is_held_out(p.pair_id, fraction)]
+    held = [p for p in pairs if is_held_out(p.pair_id, fraction)]
+    return train, held
 
 
 #: A table row's key and how to read its image's bytes (None: the bytes are gone).
@@ -136,6 +171,9 @@ def build_pair_tensors(
     tail: bool = False,
     batch: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    indexed_version: str | None = None,
+    tail_blocks: int = 0,
+    views: int = 1,
 ) -> PairTensors:
     """Resolve every image the pairs name; pairs with a missing image are skipped (counted).
     ``progress(done, total)`` is told of each batch of images read (``total``: all to read).
@@ -143,13 +181,17 @@ def build_pair_tensors(
     ``tail=False``: rows are base vectors (catalogue images read from the index, queries
     embedded). ``tail=True``: rows are the base trunk's feature maps, so the tail can be trained;
     every image is then re-read from its source (``fetcher``, ``blobs``) and run through the
-    trunk.
+    trunk, ``views`` times when > 1 (augmented views: ``training.augment``).
+    ``indexed_version``: whose index records name the images' sources (default: the base's;
+    with ``tail=False`` it must be the base's, whose stored vectors are used).
     """
-    catalogue_ids = sorted(
-        {p.positive for p in pairs}
-        | {n for p in pairs for n in p.negatives}
-        | {p.query.image_id for p in pairs if p.query.image_id}
-    )
+    if views > 1 and not tail:
+        raise ConfigurationError(
+            "augmented views need the tail trained (--tail): a head only "
+            "trains on the index's stored vectors"
+        )
+    indexed_version = indexed_version or base.version
+    catalogue_ids = _catalogue_ids(pairs)
     rows: dict[str, int] = {}
     table: list[torch.Tensor] = []
     # Images that go through the model here.
@@ -157,7 +199,7 @@ def build_pair_tensors(
     if tail:
         if fetcher is None:
             raise ValueError("training the tail re-reads catalogue images: give a fetcher")
-        for image_id, payload in source.payloads(base.version, catalogue_ids).items():
+        for image_id, payload in source.payloads(indexed_version, catalogue_ids).items():
             to_run.append((image_id, partial(payload_bytes, payload, fetcher, blobs)))
     else:
         found = source.fetch(base.version, catalogue_ids)
@@ -165,12 +207,58 @@ def build_pair_tensors(
         for image_id, vector in found.items():
             rows[image_id] = len(table)
             table.append(torch.from_numpy(vector))
-    for sha in sorted({p.query.content_sha256 for p in pairs if p.query.content_sha256}):
-        to_run.append(("sha:" + sha, partial(blobs.get, sha)))
-    for key, value in _run_images(to_run, base, max_pixels, tail, batch, progress):
+    to_run.extend(_query_uploads(pairs, blobs))
+    run = _run_images(to_run, base, max_pixels, tail, batch, progress, tail_blocks, views)
+    for key, value in run:
         rows[key] = len(table)
         table.append(value)
-    return _index_pairs(pairs, rows, table)
+    data = _index_pairs(pairs, rows, table)
+    data.views = views
+    return data
+
+
+def _catalogue_ids(pairs: Sequence[TrainingPair]) -> list[str]:
+    return sorted(
+        {p.positive for p in pairs}
+        | {n for p in pairs for n in p.negatives}
+        | {p.query.image_id for p in pairs if p.query.image_id}
+    )
+
+
+def _query_uploads(pairs: Sequence[TrainingPair], blobs: BlobStore) -> list[ImageRead]:
+    """Uploaded query images, read from the kept blobs by content hash."""
+    shas = sorted({p.query.content_sha256 for p in pairs if p.query.content_sha256})
+    return [("sha:" + sha, partial(blobs.get, sha)) for sha in shas]
+
+
+def embed_pair_images(
+    pairs: Sequence[TrainingPair],
+    encoders: Mapping[str, Encoder],
+    source: VectorSource,
+    blobs: BlobStore,
+    fetcher: ImageFetcher,
+    *,
+    version: str,
+    max_pixels: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Every image the pairs name, re-read from its source and embedded by each encoder
+    (encoder name -> image key -> vector): the same images for every model, none of the
+    index's stored (possibly bf16, possibly older) vectors. ``version``: the indexed version
+    whose records name the catalogue images' sources."""
+    catalogue = source.payloads(version, _catalogue_ids(pairs))
+    to_run: list[ImageRead] = [
+        (image_id, partial(payload_bytes, payload, fetcher, blobs))
+        for image_id, payload in catalogue.items()
+    ]
+    to_run.extend(_query_uploads(pairs, blobs))
+    return {
+        name: {
+            key: row.numpy()
+            for key, row in _run_images(to_run, encoder, max_pixels, False, 32, progress)
+        }
+        for name, encoder in encoders.items()
+    }
 
 
 def _run_images(
@@ -180,12 +268,16 @@ def _run_images(
     tail: bool,
     batch: int,
     progress: Callable[[int, int], None] | None,
+    tail_blocks: int = 0,
+    views: int = 1,
 ) -> list[tuple[str, torch.Tensor]]:
     """Decode and run the images through the base, in batches: (key, row) for each readable
-    one (base vectors, or trunk maps to train a tail on)."""
+    one (base vectors, or trunk maps to train a tail on: ``views`` of them per image)."""
 
     def model(tensors: list[torch.Tensor]) -> Sequence[torch.Tensor]:
-        return base.trunk_maps(tensors) if tail else torch.from_numpy(base.embed_tensors(tensors))
+        if tail:
+            return base.trunk_maps(tensors, tail_blocks)
+        return torch.from_numpy(base.embed_tensors(tensors))
 
     out: list[tuple[str, torch.Tensor]] = []
     for start in range(0, len(to_run), batch):
@@ -203,12 +295,22 @@ def _run_images(
                 log.warning("training image %s unreadable: %s", key, exc.reason)
                 continue
             keys.append(key)
-            tensors.append(base.preprocess(image))
+            tensors.extend(_views(base, image, key, views))
         if tensors:
-            out.extend(zip(keys, model(tensors), strict=True))
+            found = model(tensors)
+            if views > 1:
+                found = found.unflatten(0, (len(keys), views))
+            out.extend(zip(keys, found, strict=True))
         if progress is not None:
             progress(len(chunk), len(to_run))
     return out
+
+
+def _views(base: Encoder, image: Image.Image, key: str, views: int) -> list[torch.Tensor]:
+    """The image as the encoder serves it, then ``views - 1`` augmented views of it."""
+    if views == 1:
+        return [base.preprocess(image)]
+    return [view_pixels(image, key, v, base.preprocessing, AUGMENTATION) for v in range(views)]
 
 
 def _index_pairs(

@@ -16,6 +16,7 @@ from ..encoders import Encoder, encoder_from_settings, model_version_id
 from ..encoders.base import TrainableTail, file_digest
 from ..encoders.finetuned import save_checkpoint
 from ..errors import ConfigurationError
+from ..evaluation import click_scores, compare_scores, resolvable
 from ..events import TrainingPair
 from ..images import BlobStore, ImageFetcher
 from ..index import open_index
@@ -27,7 +28,9 @@ from .pair_data import (
     PairTensors,
     VectorSource,
     build_pair_tensors,
+    embed_pair_images,
     pairs_digest,
+    split_pairs,
 )
 
 log = logging.getLogger(__name__)
@@ -57,12 +60,13 @@ def _pair_tensors(
     base: Encoder,
     config: TrainConfig,
     progress: bool,
+    indexed_version: str,
 ) -> tuple[PairTensors, TrainableTail | None]:
     """The pairs as tensors, and the base's trainable last block (None: a head only)."""
     with ExitStack() as stack:
         source = _vector_source(settings, stack)
         tail = config.tail_learning_rate > 0
-        split = base.trainable_tail() if tail else None
+        split = base.trainable_tail(config.tail_blocks) if tail else None
         if tail and split is None:
             raise ConfigurationError(f"{base.name} has no trainable last block: train a head only")
         fetcher = stack.enter_context(ImageFetcher.from_settings(settings)) if tail else None
@@ -81,6 +85,9 @@ def _pair_tensors(
             fetcher=fetcher,
             tail=tail,
             progress=read,
+            indexed_version=indexed_version,
+            tail_blocks=config.tail_blocks,
+            views=config.views,
         )
         bar.close()
     if data.skipped and any(data.skipped.values()):
@@ -97,12 +104,7 @@ def _train(trainer: Trainer, config: TrainConfig, progress: bool) -> None:
             steps.set_postfix(loss=f"{loss:.3f}")
 
         def on_epoch(report: Any) -> None:
-            log.info(
-                "epoch %d: loss %.4f, holdout pair accuracy %s",
-                report.epoch,
-                report.loss,
-                f"{report.holdout_accuracy:.3f}" if report.holdout_accuracy is not None else "-",
-            )
+            log.info("epoch %d: loss %.4f (%.1f s)", report.epoch, report.loss, report.seconds)
 
         trainer.run(on_step, on_epoch)
 
@@ -120,10 +122,48 @@ def train_from_pairs(
     pairs = read_pairs(pairs_path)
     if not pairs:
         raise ConfigurationError(f"no training pairs under {pairs_path}")
+    return train_candidate(
+        settings, pairs, base_name, out_dir, config, restart=restart, progress=progress
+    )
+
+
+def fp32_encoder(settings: Settings, spec: str) -> Encoder:
+    """``spec`` in float32, uncompiled: training and every comparison of models use the same
+    arithmetic, whatever precision the worker serves in."""
+    return encoder_from_settings(
+        settings.model_copy(update={"precision": "fp32"}), spec, compile=False
+    )
+
+
+def train_candidate(
+    settings: Settings,
+    pairs: list[TrainingPair],
+    base_name: str,
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    indexed_version: str | None = None,
+    reference: tuple[str, Encoder] | None = None,
+    restart: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train on the pairs not held out (``config.holdout_fraction``, by pair id), save
+    ``out_dir/model.pt``, and score the candidate and ``reference`` (name, encoder; default the
+    base) on the held-out pairs, both in fp32 from the same images. ``indexed_version``: the
+    indexed version whose records name the images' sources (default: the base's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = encoder_from_settings(settings, base_name, compile=False)
-    log.info("%d training pairs; base encoder %s", len(pairs), base.version)
-    data, split = _pair_tensors(settings, pairs, base, config, progress)
+    train_pairs, held_out = split_pairs(pairs, config.holdout_fraction)
+    if not train_pairs:
+        raise ConfigurationError(f"all {len(pairs)} pairs are held out: too few pairs to train")
+    base = fp32_encoder(settings, base_name)
+    log.info(
+        "%d training pairs (%d held out); base encoder %s",
+        len(train_pairs),
+        len(held_out),
+        base.version,
+    )
+    indexed_version = indexed_version or base.version
+    data, split = _pair_tensors(settings, train_pairs, base, config, progress, indexed_version)
     # A copy: the base encoder itself stays as it is.
     trainer = Trainer(
         config, data, pairs_digest(pairs), out_dir, copy.deepcopy(split.tail) if split else None
@@ -133,15 +173,85 @@ def train_from_pairs(
     elif trainer.resume():
         log.info("resuming from epoch %d of %d", trainer.epoch, config.epochs)
     _train(trainer, config, progress)
-    summary = trainer.summary() | {"skipped": data.skipped, "base_version": base.version}
+    summary = trainer.summary() | {"base_version": base.version}
+    model_path, version = _save(out_dir, base, trainer, summary)
+    name, other = reference or ("base", base)
+    candidate = fp32_encoder(settings, str(model_path))
+    clicks = compare_on_held_out_clicks(
+        settings, held_out, {name: other, "candidate": candidate}, indexed_version, progress
+    )
+    held_skipped = clicks.pop("skipped")
+    skipped = {k: v + held_skipped.get(k, 0) for k, v in data.skipped.items()}
+    return summary | {
+        "pairs": len(data) + clicks["pairs"],
+        "skipped": skipped,
+        "held_out_clicks": clicks,
+        "model": str(model_path),
+        "version": version,
+    }
+
+
+def _save(
+    out_dir: Path, base: Encoder, trainer: Trainer, summary: dict[str, Any]
+) -> tuple[Path, str]:
+    """The checkpoint (an encoder) and its version id."""
     model_path = save_checkpoint(
         out_dir / MODEL_FILE,
         base,
         trainer.head,
         metadata=summary,
         tail_state=trainer.tail.state_dict() if trainer.tail is not None else None,
+        tail_blocks=trainer.config.tail_blocks,
     )
     version = model_version_id(
         f"finetuned-{base.name}", file_digest(model_path), base.preprocessing
     )
-    return summary | {"model": str(model_path), "version": version}
+    return model_path, version
+
+
+def compare_on_held_out_clicks(
+    settings: Settings,
+    pairs: list[TrainingPair],
+    encoders: dict[str, Encoder],
+    indexed_version: str,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Click metrics of each encoder on the held-out pairs, each from images it embeds itself
+    (fp32), over the pairs every encoder can resolve; differences are from the first."""
+    if not pairs:
+        return {"pairs": 0, "skipped": {}}
+    log.info(
+        "scoring %s on %d held-out pairs: re-reading and embedding their images",
+        " and ".join(encoders),
+        len(pairs),
+    )
+    with ExitStack() as stack:
+        source = _vector_source(settings, stack)
+        fetcher = stack.enter_context(ImageFetcher.from_settings(settings))
+        bar = stack.enter_context(
+            tqdm(desc="scoring held-out clicks", unit="img", disable=not progress)
+        )
+
+        def read(done: int, total: int) -> None:
+            bar.total = total * len(encoders)
+            bar.update(done)
+
+        vectors = embed_pair_images(
+            pairs,
+            encoders,
+            source,
+            BlobStore(settings.blobs_path),
+            fetcher,
+            version=indexed_version,
+            max_pixels=settings.max_image_pixels,
+            progress=read,
+        )
+    common = set.intersection(*(set(resolvable(pairs, v)) for v in vectors.values()))
+    kept = [p for i, p in enumerate(pairs) if i in common]
+    missing = len(pairs) - len(kept)
+    if not kept:
+        return {"pairs": 0, "skipped": {"positive_missing": missing}}
+    scores = {name: click_scores(kept, table) for name, table in vectors.items()}
+    return {"pairs": len(kept), "skipped": {"positive_missing": missing}} | compare_scores(
+        scores, next(iter(encoders))
+    )

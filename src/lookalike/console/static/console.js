@@ -639,6 +639,7 @@
           ]),
         ),
       );
+      if (full) rollout.learn();
       if (!status.candidate) {
         fill("#candidate", el("p", { class: "muted" }, "No candidate: start one below (an encoder name, or a fine-tuned model.pt)."));
         return;
@@ -699,6 +700,29 @@
         );
       }
       fill("#candidate", parts);
+    },
+
+    // The learning loop's decisions (`lookalike learn run` on this worker's data dir).
+    async learn() {
+      let answer;
+      try {
+        answer = await api("/learn?limit=10");
+      } catch (error) {
+        fill("#learn", el("p", { class: "muted" }, explain(error)));
+        return;
+      }
+      const decisions = answer.decisions || [];
+      if (!decisions.length) {
+        fill("#learn", el("p", { class: "muted" }, "No decisions yet: run `lookalike learn run` (or on a schedule)."));
+        return;
+      }
+      fill(
+        "#learn",
+        table(
+          ["#", "when", "decision", "candidate", "why"],
+          decisions.map((d) => [String(d.id), fmt.time(d.at), el("span", { class: `badge learn-${d.kind}` }, d.kind.replaceAll("_", " ")), d.candidate ? el("code", {}, d.candidate) : "–", d.reason]),
+        ),
+      );
     },
 
     async step(path, body, question) {

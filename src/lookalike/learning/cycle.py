@@ -1,0 +1,249 @@
+"""One step of the learning loop: follow the rollout it started, or train and judge a candidate.
+
+Each run looks at where things stand and takes the next step, so the loop can be run by a
+scheduler (cron, a systemd timer, a Kubernetes CronJob) or by `lookalike learn run --every`,
+survives restarts at any point, and never holds state in memory between runs:
+
+* no rollout in progress: count the pairs that arrived since the last candidate; too few ->
+  *skipped*. Otherwise train a candidate on them (held-out pairs left out), compare it with the
+  serving version on the labelled holdout and the held-out clicks (both in fp32, from the same
+  images), and either *refuse* it (with the figures) or *start a rollout* through the worker;
+* a rollout this loop started: wait for the backfill (*backfilling*), then promote through the
+  worker's gate, which evaluates both versions on the holdout again and refuses a candidate that
+  is worse there (*promoted*, or *refused* and the rollout aborted); with approval required, it
+  waits for `lookalike learn approve` first (*waiting for approval*).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..clicks import read_pairs
+from ..encoders import Encoder
+from ..errors import ConfigurationError, RolloutError
+from ..evaluation import compare_on_folder
+from ..events import TrainingPair
+from ..settings import Settings
+from ..training import TrainConfig, fp32_encoder, train_candidate
+from .decisions import Decision, DecisionLog
+from .judge import refusals
+from .worker_rollout import WorkerRollout, serving_record
+
+log = logging.getLogger(__name__)
+
+#: Learning rate of the base's last block when LOOKALIKE_LEARN_TAIL is on (`train --tail-lr`).
+TAIL_LEARNING_RATE = 3e-4
+
+
+@dataclass(frozen=True)
+class LearnPolicy:
+    """The loop's settings (LOOKALIKE_LEARN_*), overridable per run from the CLI."""
+
+    holdout_dir: Path
+    min_new_pairs: int
+    margin: float
+    recall_tolerance: float
+    require_approval: bool
+    epochs: int
+    tail: bool
+    tail_blocks: int
+    views: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> LearnPolicy:
+        values = {
+            "holdout_dir": settings.learn_holdout_dir,
+            "min_new_pairs": settings.learn_min_new_pairs,
+            "margin": settings.learn_margin,
+            "recall_tolerance": settings.learn_recall_tolerance,
+            "require_approval": settings.learn_require_approval,
+            "epochs": settings.learn_epochs,
+            "tail": settings.learn_tail,
+            "tail_blocks": settings.learn_tail_blocks,
+            "views": settings.learn_views,
+        } | {k: v for k, v in overrides.items() if v is not None}
+        if values["holdout_dir"] is None:
+            raise ConfigurationError(
+                "the learning loop judges candidates on a labelled holdout: set "
+                "LOOKALIKE_LEARN_HOLDOUT_DIR (or --holdout-dir) to a folder with a sub-folder "
+                "per category, never indexed or clicked"
+            )
+        if not Path(values["holdout_dir"]).is_dir():
+            raise ConfigurationError(f"holdout folder {values['holdout_dir']} is not a folder")
+        return cls(**values)
+
+
+@contextmanager
+def one_cycle_at_a_time(folder: Path) -> Iterator[None]:
+    """Hold the loop's lock: a scheduled run that overlaps a long one must not train twice."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "cycle.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"another `lookalike learn run` holds {folder / 'cycle.lock'}: let it finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class LearnCycle:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: LearnPolicy,
+        decisions: DecisionLog,
+        rollout: WorkerRollout,
+        progress: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.decisions = decisions
+        self.rollout = rollout
+        self.progress = progress
+
+    def step(self) -> Decision:
+        """Take the next step; blocking (training and evaluation run here, for minutes)."""
+        status = self.rollout.status()
+        if status.get("candidate"):
+            return self._follow(status)
+        return self._maybe_train(status)
+
+    # --- a rollout in progress ----------------------------------------------------------------
+    def _follow(self, status: dict[str, Any]) -> Decision:
+        candidate = status["candidate"]
+        started = self.decisions.last("rollout_started", candidate)
+        if started is None:
+            return self.decisions.record(
+                "skipped",
+                f"a rollout of {candidate} not started by the learning loop is in progress",
+                candidate,
+                collapse=True,
+            )
+        gate = status.get("gate") or {}
+        if not gate.get("ready"):
+            backfill = status.get("backfill") or {}
+            why = "; ".join(gate.get("reasons", [])) or "the backfill is running"
+            return self.decisions.record(
+                "backfilling",
+                f"{why} ({backfill.get('percent', 0)}% scanned)",
+                candidate,
+                {"backfill": backfill},
+                collapse=True,
+            )
+        if self.policy.require_approval and self.decisions.last("approved", candidate) is None:
+            return self.decisions.record(
+                "waiting_for_approval",
+                f"backfill done; approve with `lookalike learn approve {started.id}` (or "
+                f"`lookalike learn reject {started.id}`)",
+                candidate,
+                collapse=True,
+            )
+        return self._promote(candidate)
+
+    def _promote(self, candidate: str) -> Decision:
+        try:
+            result = self.rollout.promote(str(self.policy.holdout_dir))
+        except RolloutError as exc:
+            self.rollout.abort()
+            return self.decisions.record(
+                "refused", f"the promotion gate refused it (rollout aborted): {exc}", candidate
+            )
+        evaluation = result.get("evaluation") or {}
+        return self.decisions.record(
+            "promoted",
+            f"serving {result['serving']} (previous {result['previous']}); gate mAP "
+            f"{evaluation.get('candidate', {}).get('map', float('nan')):.4f} vs "
+            f"{evaluation.get('serving', {}).get('map', float('nan')):.4f}",
+            candidate,
+            {"promotion": result},
+        )
+
+    # --- no rollout: train and judge a candidate --------------------------------------------
+    def _maybe_train(self, status: dict[str, Any]) -> Decision:
+        pairs = self._pairs()
+        last = self.decisions.last("trained")
+        seen = int(last.details.get("pairs_total", 0)) if last else 0
+        new = len(pairs) - seen
+        if new < self.policy.min_new_pairs:
+            return self.decisions.record(
+                "skipped",
+                f"{new} new pairs since the last candidate ({len(pairs)} in all): fewer than "
+                f"LOOKALIKE_LEARN_MIN_NEW_PAIRS={self.policy.min_new_pairs}",
+                details={"pairs_total": len(pairs), "new_pairs": new},
+                collapse=True,
+            )
+        serving = serving_record(status)
+        reference = fp32_encoder(self.settings, serving["encoder"])
+        trained = self._train(pairs, serving, reference)
+        return self._judge(trained, reference)
+
+    def _pairs(self) -> list[TrainingPair]:
+        folder = self.settings.training_pairs_dir
+        return read_pairs(folder) if folder.exists() else []
+
+    def _train(
+        self, pairs: list[TrainingPair], serving: dict[str, Any], reference: Encoder
+    ) -> Decision:
+        # A fine-tuned serving version trains its successor from the same base encoder.
+        base = getattr(getattr(reference, "base", None), "name", None) or serving["encoder"]
+        out = self.settings.learn_path / "candidates" / time.strftime("%Y%m%dT%H%M%S")
+        config = TrainConfig(
+            epochs=self.policy.epochs,
+            tail_learning_rate=TAIL_LEARNING_RATE if self.policy.tail else 0.0,
+            tail_blocks=self.policy.tail_blocks if self.policy.tail else 0,
+            views=self.policy.views if self.policy.tail else 1,
+        )
+        started = time.monotonic()
+        summary = train_candidate(
+            self.settings,
+            pairs,
+            base,
+            out,
+            config,
+            indexed_version=serving["version"],
+            reference=("serving", reference),
+            progress=self.progress,
+        )
+        seconds = round(time.monotonic() - started, 1)
+        return self.decisions.record(
+            "trained",
+            f"{summary['trained']} of {base} on {summary['train_pairs']} pairs, "
+            f"{summary['epochs']} epochs in {seconds:.0f} s",
+            summary["version"],
+            summary | {"pairs_total": len(pairs), "seconds": seconds},
+        )
+
+    def _judge(self, trained: Decision, reference: Encoder) -> Decision:
+        candidate = fp32_encoder(self.settings, trained.details["model"])
+        log.info("comparing candidate and serving on the holdout %s", self.policy.holdout_dir)
+        holdout = compare_on_folder(
+            {"serving": reference, "candidate": candidate},
+            self.policy.holdout_dir,
+            "serving",
+            progress=self.progress,
+        )
+        figures = {"holdout": holdout, "held_out_clicks": trained.details["held_out_clicks"]}
+        reasons = refusals(holdout, self.policy.margin, self.policy.recall_tolerance)
+        if reasons:
+            return self.decisions.record("refused", "; ".join(reasons), trained.candidate, figures)
+        self.rollout.start(trained.details["model"])
+        serving_map = holdout["models"]["serving"]["map"]["value"]
+        candidate_map = holdout["models"]["candidate"]["map"]["value"]
+        return self.decisions.record(
+            "rollout_started",
+            f"holdout mAP {candidate_map:.4f} vs serving {serving_map:.4f} (margin "
+            f"{self.policy.margin}): dual-writing and backfilling",
+            trained.candidate,
+            figures,
+        )
