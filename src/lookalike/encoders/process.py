@@ -57,7 +57,7 @@ def _serve(connection: Connection, encoder: Encoder, settings: dict[str, Any]) -
     while True:
         try:
             pixels = connection.recv()
-        except EOFError:  # the parent closed the pipe: stop
+        except (EOFError, OSError):  # the parent closed the pipe, or died: stop
             return
         try:
             vectors = encoder.embed_tensors(torch.from_numpy(pixels))
