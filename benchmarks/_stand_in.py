@@ -58,8 +58,8 @@ def run_lookalike_with_stand_in() -> None:
 
     original = Runtime.__init__
 
-    def with_stand_in(self, settings, encoder=None, encoder_loader=None):  # noqa: ANN001
-        original(self, settings, encoder or stand_in_from_env(), encoder_loader)
+    def with_stand_in(self, settings, encoder=None, encoder_loader=None, **options):  # noqa: ANN001, ANN003
+        original(self, settings, encoder or stand_in_from_env(), encoder_loader, **options)
 
     Runtime.__init__ = with_stand_in  # type: ignore[method-assign]
     sys.argv[0] = "lookalike"
