@@ -6,9 +6,10 @@ No Kafka, no decoding, no encoder: vectors (real embeddings of the shared images
 benchmarks/search_scale.py makes them) are written in micro-batches of 32 through
 IndexingPipeline.write, the worker's own write step (clocks, the validator's k-NN and evidence,
 the index), into a fresh embedded index. The first --warm points are written before timing.
-Rows: images/s and the mean per batch of the validator's judging (k-NN + verdicts) and of the
-rest of the write, with the validator on, then off; the ratio is on / off. This is the stage
-that caps the streaming path when the encoder is cheap (benchmarks/pipeline_throughput.py with
+Rows: images/s and the mean per batch of the validator's judging (prototypes, then the k-NN
+for the uploads they cannot clear) and of the rest of the write, with the validator on, then
+off; the ratio is on / off, and the share of uploads that needed the k-NN. This stage capped
+the streaming path when the encoder is cheap (benchmarks/pipeline_throughput.py with
 the stand-in encoder).
 """
 
@@ -48,6 +49,15 @@ def timed_build(validation: bool, vectors, categories, sellers, version: str, wa
             judged.append(time.perf_counter() - started)
 
         pipeline._validate = timing_validate  # type: ignore[method-assign]
+        searched = []
+        if pipeline.validator is not None:  # count the uploads its prototypes could not clear
+            by_neighbours = pipeline.validator._judge_by_neighbours
+
+            def counting(uploads):  # noqa: ANN001, ANN202
+                searched.append(len(uploads))
+                return by_neighbours(uploads)
+
+            pipeline.validator._judge_by_neighbours = counting  # type: ignore[method-assign]
         started = time.perf_counter()
         build(pipeline, version, vectors[warm:], categories[warm:], sellers[warm:], BATCH)
         seconds = time.perf_counter() - started
@@ -58,6 +68,7 @@ def timed_build(validation: bool, vectors, categories, sellers, version: str, wa
         "images_per_s": (len(vectors) - warm) / seconds,
         "judge_ms": 1000 * sum(judged) / batches,
         "rest_ms": 1000 * (seconds - sum(judged)) / batches,
+        "searched": sum(searched) / (len(vectors) - warm),
     }
 
 
@@ -83,6 +94,8 @@ def main() -> None:
         )
     ratio = rows[True]["images_per_s"] / rows[False]["images_per_s"]
     print(f"with the validator: {ratio:.2f}x the write step without it")
+    searched = rows[True]["searched"]
+    print(f"k-NN searched for {searched:.0%} of the uploads (the rest: cleared by prototypes)")
 
 
 if __name__ == "__main__":

@@ -189,6 +189,50 @@ def test_one_batch_judges_each_upload_on_its_own(validator: CategoryValidator) -
     ]
 
 
+def blend(image_id: str, a: str, b: str, share_of_b: float, declared: str) -> Upload:
+    """An image between categories ``a`` and ``b`` (``share_of_b`` of the way to b)."""
+    vector = (1 - share_of_b) * around(a, 7) + share_of_b * around(b, 8)
+    return Upload(image_id, "s9", declared, (vector / np.linalg.norm(vector)).astype(np.float32))
+
+
+def test_prototypes_settle_clear_uploads_without_a_search(
+    validator: CategoryValidator, index: VectorIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The short cut never changes an outcome: images from clearly A to clearly B, declared A,
+    B and C, judged with and without it; only the uploads it cannot settle are searched."""
+    uploads = [
+        blend(f"u{n}-{declared}", "A", "B", share, declared)
+        for n, share in enumerate(np.linspace(0.0, 1.0, 21))
+        for declared in "ABC"
+    ] + [upload("f-like", "F", "F"), upload("new-cat", "A", "Z")]
+    searched: list[int] = []
+    search_many = index.search_many
+
+    def counting(version, vectors, k, payload_fields=None):  # noqa: ANN001, ANN202
+        searched.append(len(vectors))
+        return search_many(version, vectors, k, payload_fields)
+
+    monkeypatch.setattr(index, "search_many", counting)
+    full = validator.judge(uploads, every_score=True)
+    assert searched == [len(uploads)]
+    searched.clear()
+    fast = validator.judge(uploads)
+    assert [v.outcome for v in fast] == [v.outcome for v in full]
+    outcomes = {v.outcome for v in full}
+    assert outcomes == {"ok", "mismatch", "cannot_judge"}  # every path is exercised
+    assert len(searched) == 1
+    cleared = len(uploads) - searched[0]
+    assert 0 < cleared < sum(v.outcome == "ok" for v in full)  # some ok ones needed the search
+    for f, v in zip(fast, full, strict=True):
+        if v.outcome == "mismatch":  # alerts keep their whole evidence
+            assert (f.predicted, f.confidence, f.votes, f.evidence) == (
+                v.predicted,
+                v.confidence,
+                v.votes,
+                v.evidence,
+            )
+
+
 @pytest.mark.parametrize("declared", ["Z-brand-new", "F"])
 @pytest.mark.parametrize("looks_like", ["A", "F"])
 def test_too_few_examples_cannot_be_judged(

@@ -18,6 +18,8 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 from ..errors import StorageUnavailable
@@ -63,6 +65,12 @@ class BlobStore:
                 raise StorageUnavailable(self.what, self.root, exc, self.setting) from exc
             raise
         return digest
+
+    def put_many(self, items: Sequence[tuple[bytes, str]], executor: Executor) -> None:
+        """Keep each (data, sha256) in ``executor``'s threads: file creation and writes release
+        the GIL, so a micro-batch's blobs are written side by side, not one after another."""
+        for _ in executor.map(lambda item: self.put(*item), items):
+            pass  # drains the map: the first error (a full disk) raises here
 
     def get(self, sha256: str) -> bytes | None:
         try:

@@ -217,17 +217,20 @@ class IndexingPipeline:
             else:
                 readable.append((slot, message, event, data))
         decoded = self._decode_all([u[3] for u in readable], result.targets)
+        kept: list[tuple[bytes, str]] = []
         for (slot, message, event, data), image in zip(readable, decoded, strict=True):
             if isinstance(image, Exception):
                 outcomes[slot] = self._letter_or_raise(message, event, image, "decode")
                 continue
-            if self.blobs is not None and isinstance(event.image, InlineSource):
-                # The index keeps only the digest; a backfill needs the bytes. A full disk
-                # raises StorageUnavailable: the batch is retried.
-                self.blobs.put(data, image.sha256)
+            if isinstance(event.image, InlineSource):
+                kept.append((data, image.sha256))
             outcomes[slot] = PreparedUpload(
                 message, event, image.pixels, image.width, image.height, image.sha256
             )
+        if self.blobs is not None and kept:
+            # The index keeps only the digest; a backfill needs the bytes. A full disk raises
+            # StorageUnavailable: the batch is retried.
+            self.blobs.put_many(kept, self.decoder.threads)
         for outcome in outcomes:
             if outcome is None:
                 result.stale += 1

@@ -123,7 +123,7 @@ def _judge_batch(
             upload.category,
             verdict.confidence,
         )
-        for upload, verdict in zip(uploads, validator.judge(uploads), strict=True)
+        for upload, verdict in zip(uploads, validator.judge(uploads, every_score=True), strict=True)
     ]
     index.upsert(
         validator.version,

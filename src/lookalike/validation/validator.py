@@ -11,6 +11,10 @@ declared category / score of the winner) >= the threshold: the image must look l
 *and* not like what was declared, so confusable pairs (shirt / t-shirt) rarely accuse anyone.
 A declared category with fewer than ``min_examples`` images and no exemplar cannot be judged:
 no accusation without evidence.
+
+The prototypes are judged first: where they alone leave no room for a mismatch (the declared
+category's prototype weight exceeds what any neighbour vote could overturn), the upload is ok
+without its k-NN, which is most of the validator's cost (an engine search that holds the GIL).
 """
 
 from __future__ import annotations
@@ -187,8 +191,47 @@ class CategoryValidator:
         ]
         return kept[: self.settings.k]
 
-    def judge(self, uploads: Sequence[Upload]) -> list[Verdict]:
-        """Blocking (Qdrant queries): run off the event loop."""
+    def judge(self, uploads: Sequence[Upload], *, every_score: bool = False) -> list[Verdict]:
+        """Blocking (Qdrant queries): run off the event loop. An upload that its prototypes
+        alone clear is ok without a k-NN search, and its verdict carries their prediction and
+        confidence only; ``every_score``: search for every upload, so each verdict's
+        confidence is the full one (calibration sweeps thresholds over them)."""
+        if not uploads:
+            return []
+        verdicts: list[Verdict | None] = [
+            None if every_score else self._cleared_by_prototypes(u) for u in uploads
+        ]
+        pending = [n for n, verdict in enumerate(verdicts) if verdict is None]
+        searched = self._judge_by_neighbours([uploads[n] for n in pending])
+        for n, verdict in zip(pending, searched, strict=True):
+            verdicts[n] = verdict
+        return [v for v in verdicts if v is not None]
+
+    def _cleared_by_prototypes(self, upload: Upload) -> Verdict | None:
+        """An ok verdict when no neighbour vote could make ``upload`` a mismatch; else None.
+
+        A mismatch needs combined[declared] <= (1 - threshold) x combined[winner]. The
+        neighbours' votes add at most (1 - prototype_weight) to the winner and take nothing
+        from the declared category, so if prototype_weight x p[declared] exceeds
+        (1 - threshold) x ((1 - prototype_weight) + prototype_weight x max other p), no vote
+        can tip it."""
+        s = self.settings
+        if self.support(upload.category) < s.min_examples and not self.prototypes.exemplars(
+            upload.category
+        ):
+            return None  # cannot be judged: said by the full path
+        probs = _softmax(self.prototypes.similarities(upload.vector), s.prototype_temperature)
+        declared = probs.get(upload.category, 0.0)
+        others = [p for c, p in probs.items() if c != upload.category]
+        best_other = max(others, default=0.0)
+        w = s.prototype_weight
+        if w * declared <= (1 - s.threshold) * ((1 - w) + w * best_other) * (1 + 1e-9):
+            return None
+        predicted = max(probs, key=probs.__getitem__)
+        confidence = 1.0 - declared / probs[predicted]
+        return Verdict("ok", upload.category, predicted, round(confidence, 4))
+
+    def _judge_by_neighbours(self, uploads: Sequence[Upload]) -> list[Verdict]:
         if not uploads:
             return []
         k = self.settings.k
