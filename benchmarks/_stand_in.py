@@ -10,25 +10,48 @@ searches), whose ceiling then shows on any machine.
     python benchmarks/_stand_in.py worker --data-dir D --port P
 runs `lookalike` with the stand-in in place of LOOKALIKE_ENCODER; the cost per image is
 LOOKALIKE_BENCH_STAND_IN_MS (milliseconds, default 0.25: 4,000 images/s).
+
+With LOOKALIKE_BENCH_STAND_IN_VECTORS naming an .npz of ``digests`` (sha256 of an image's
+uint8 pixels at the stand-in's input size, :func:`pixel_digest`) and ``vectors`` (its real
+embedding), a known image gets its real vector plus a little noise instead: the category
+validator then sees real neighbourhoods and real categories, so its cost in the pipeline is the
+one a real encoder would cause.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from lookalike.encoders.base import Encoder, Preprocessing, model_version_id
 
 STAND_IN_PREPROCESSING = Preprocessing(resize=32, crop=32, mean=(0.5,) * 3, std=(0.5,) * 3)
 COST_VARIABLE = "LOOKALIKE_BENCH_STAND_IN_MS"
+VECTORS_VARIABLE = "LOOKALIKE_BENCH_STAND_IN_VECTORS"
+#: Per-dimension noise on a looked-up vector, relative to 1/sqrt(dim) (as search_scale.py).
+NOISE = 0.35
+
+
+def pixel_digest(pixels: torch.Tensor) -> str:
+    return hashlib.sha256(pixels.contiguous().numpy().tobytes()).hexdigest()
 
 
 class StandInEncoder(Encoder):
-    def __init__(self, ms_per_image: float, dim: int = 1280) -> None:
+    def __init__(
+        self,
+        ms_per_image: float,
+        dim: int = 1280,
+        vectors: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         super().__init__()
+        #: pixel digest -> real embedding (see the module's docstring).
+        self.vectors = dict(vectors or {})
         self.name = "stand-in"
         self.dim = dim
         self.preprocessing = STAND_IN_PREPROCESSING
@@ -47,9 +70,30 @@ class StandInEncoder(Encoder):
         colours = colours.flatten(1)
         return colours @ self.projection
 
+    def embed_tensors(self, tensors: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
+        embedded = super().embed_tensors(tensors)  # pays the fixed cost for every image
+        if not self.vectors or len(embedded) == 0:
+            return embedded
+        rng = np.random.default_rng()
+        for row, pixels in enumerate(tensors):
+            known = self.vectors.get(pixel_digest(pixels)) if pixels.dtype == torch.uint8 else None
+            if known is not None:
+                noisy = known + rng.normal(0.0, NOISE / np.sqrt(self.dim), self.dim)
+                embedded[row] = noisy / np.linalg.norm(noisy)
+        return embedded
+
+
+def load_vectors(path: str) -> dict[str, np.ndarray]:
+    table = np.load(path)
+    return dict(zip(table["digests"].tolist(), table["vectors"].astype(np.float32), strict=True))
+
 
 def stand_in_from_env() -> StandInEncoder:
-    return StandInEncoder(float(os.environ.get(COST_VARIABLE, "0.25")))
+    vectors = os.environ.get(VECTORS_VARIABLE)
+    return StandInEncoder(
+        float(os.environ.get(COST_VARIABLE, "0.25")),
+        vectors=load_vectors(vectors) if vectors else None,
+    )
 
 
 def run_lookalike_with_stand_in() -> None:

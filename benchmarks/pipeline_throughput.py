@@ -22,7 +22,9 @@ run, one stage at a time so nothing else competes for the cores:
 MODE: inline (the image bytes in the event) or url (the event names an image on the local
 CDN, benchmarks/_cdn.py; the worker runs with LOOKALIKE_FETCH_ALLOW=127.0.0.1/32). ENCODER:
 real (LOOKALIKE_ENCODER as configured) or stand-in (benchmarks/_stand_in.py: a fixed cost per
-image, --stand-in-ms, so the streaming path's own ceiling shows on any machine).
+image, --stand-in-ms, so the streaming path's own ceiling shows on any machine; each image gets
+its real embedding, computed once and cached, plus noise, so the category validator sees the
+neighbourhoods and the categories a real encoder gives).
 
 Then, on each run's idle worker: publish-to-searchable latency of single uploads, from the
 moment the producer's send is acknowledged to the moment GET /images/{id} answers. Each
@@ -44,10 +46,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 import torch
 from _dataset import DEFAULT_DATASET, RESULTS, labelled_images
-from _stand_in import COST_VARIABLE, StandInEncoder
+from _stand_in import (
+    COST_VARIABLE,
+    STAND_IN_PREPROCESSING,
+    VECTORS_VARIABLE,
+    StandInEncoder,
+    pixel_digest,
+)
 from kafka import KafkaProducer
+from search_scale import embeddings
 
 from lookalike.encoders import Encoder, configure_threads, encoder_from_settings
 from lookalike.events import ImageUploaded, InlineSource, UrlSource
@@ -226,6 +236,7 @@ def run_pipeline(
     events: list[ImageUploaded],
     latency_events: list[ImageUploaded],
     stand_in_ms: float | None,
+    stand_in_vectors: Path | None,
     url_mode: bool,
     tmp: Path,
     worker_env: dict[str, str],
@@ -240,6 +251,8 @@ def run_pipeline(
         env["LOOKALIKE_FETCH_ALLOW"] = "127.0.0.1/32"  # the local CDN
     if stand_in_ms is not None:
         env[COST_VARIABLE] = str(stand_in_ms)
+        if stand_in_vectors is not None:
+            env[VECTORS_VARIABLE] = str(stand_in_vectors)
         launcher = [sys.executable, str(HERE / "_stand_in.py")]
     else:
         launcher = [sys.executable, "-m", "lookalike"]
@@ -316,12 +329,8 @@ def run_pipeline(
 
 
 def upload_events(
-    blobs: list[bytes], labels: list[str] | None, urls: list[str] | None, n: int, prefix: str
+    blobs: list[bytes], labels: list[str], urls: list[str] | None, n: int, prefix: str
 ) -> list[ImageUploaded]:
-    """``labels`` None: every image in one category. The stand-in's vectors mean nothing, so
-    with the true categories the validator would raise alerts for a quarter of the uploads
-    (each one a record, a Kafka message and a log line), which a real encoder on correctly
-    labelled images does not; with one category it still searches and votes for every upload."""
     events = []
     for i in range(n):
         k = i % len(blobs)
@@ -331,11 +340,33 @@ def upload_events(
                 image_id=f"{prefix}-{i}",
                 listing_id=f"l-{prefix}-{i}",
                 seller_id=f"seller-{i % 50}",
-                category=labels[k] if labels is not None else "all",
+                category=labels[k],
                 image=image,  # type: ignore[arg-type]
             )
         )
     return events
+
+
+def stand_in_vectors(
+    files: list[Path], blobs: list[bytes], dataset: Path, pool: DecodePool, path: Path
+) -> dict[str, np.ndarray]:
+    """The real embedding of each image, by the digest of the pixels the stand-in will be
+    given (decoded as the worker decodes them), saved to ``path`` for the stand-in worker."""
+    real, _, paths, _ = embeddings(Settings(compile=False), dataset)  # cached after once
+    by_path = dict(zip(paths, real, strict=True))
+    decoded = pool.decode_many(
+        blobs,
+        max_pixels=Settings().max_image_pixels,
+        target_size=STAND_IN_PREPROCESSING.resize,
+        preprocessors={"stand-in": STAND_IN_PREPROCESSING.pixels},
+    )
+    table = {
+        pixel_digest(image.pixels["stand-in"]): by_path[file]
+        for file, image in zip(files, decoded, strict=True)
+        if not isinstance(image, Exception)
+    }
+    np.savez(path, digests=np.array(list(table)), vectors=np.stack(list(table.values())))
+    return table
 
 
 def start_cdn(files: list[Path], tmp: Path) -> tuple[subprocess.Popen, list[str]]:
@@ -403,8 +434,13 @@ def main() -> None:
         try:
             threads_pool = DecodePool(tuning.decode_threads, tuning.decode_processes)
             process_pool = DecodePool(1, tuning.cores)
+            vectors_path = tmp / "stand-in-vectors.npz"
             for kind in kinds:
-                encoder: Encoder = real if kind == "real" else StandInEncoder(args.stand_in_ms)
+                if kind == "real":
+                    encoder: Encoder = real
+                else:
+                    table = stand_in_vectors(files, blobs, args.dataset, threads_pool, vectors_path)
+                    encoder = StandInEncoder(args.stand_in_ms, vectors=table)
                 if kind != "real":
                     encoder.configure_inference("fp32", False, tuning.inference_batch)
                 label = "real encoder" if kind == "real" else f"stand-in {args.stand_in_ms} ms/img"
@@ -432,13 +468,12 @@ def main() -> None:
                     rows.append(Row("fetch, URL (local CDN)", fetched, "decode", decode))
                 for mode in modes:
                     name = f"{kind}-{mode}"
-                    categories = labels if kind == "real" else None
                     events = upload_events(
-                        blobs, categories, urls if mode == "url" else None, args.events, name
+                        blobs, labels, urls if mode == "url" else None, args.events, name
                     )
                     latency_events = upload_events(
                         blobs,
-                        categories,
+                        labels,
                         urls if mode == "url" else None,
                         args.latency_samples,
                         f"latency-{name}",
@@ -449,6 +484,7 @@ def main() -> None:
                         events=events,
                         latency_events=latency_events,
                         stand_in_ms=None if kind == "real" else args.stand_in_ms,
+                        stand_in_vectors=None if kind == "real" else vectors_path,
                         url_mode=mode == "url",
                         tmp=tmp,
                         worker_env=worker_env,

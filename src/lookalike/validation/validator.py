@@ -207,8 +207,15 @@ class CategoryValidator:
             verdicts[n] = verdict
         return [v for v in verdicts if v is not None]
 
+    def _too_little_evidence(self, category: str) -> bool:
+        """No accusation without evidence: too few images of ``category`` and no exemplar."""
+        return self.support(category) < self.settings.min_examples and not (
+            self.prototypes.exemplars(category)
+        )
+
     def _cleared_by_prototypes(self, upload: Upload) -> Verdict | None:
-        """An ok verdict when no neighbour vote could make ``upload`` a mismatch; else None.
+        """An ok verdict when no neighbour vote could make ``upload`` a mismatch (cannot judge
+        when its category has too little evidence); else None: it needs its neighbours.
 
         A mismatch needs combined[declared] <= (1 - threshold) x combined[winner]. The
         neighbours' votes add at most (1 - prototype_weight) to the winner and take nothing
@@ -216,10 +223,8 @@ class CategoryValidator:
         (1 - threshold) x ((1 - prototype_weight) + prototype_weight x max other p), no vote
         can tip it."""
         s = self.settings
-        if self.support(upload.category) < s.min_examples and not self.prototypes.exemplars(
-            upload.category
-        ):
-            return None  # cannot be judged: said by the full path
+        if self._too_little_evidence(upload.category):
+            return Verdict("cannot_judge", upload.category, None, 0.0)
         probs = _softmax(self.prototypes.similarities(upload.vector), s.prototype_temperature)
         declared = probs.get(upload.category, 0.0)
         others = [p for c, p in probs.items() if c != upload.category]
@@ -257,9 +262,7 @@ class CategoryValidator:
     def _verdict(self, upload: Upload, hits: list[Hit], exemplar_hits: list[Hit]) -> Verdict:
         s = self.settings
         neighbours = [(h, False) for h in hits] + [(h, True) for h in exemplar_hits]
-        if self.support(upload.category) < s.min_examples and not self.prototypes.exemplars(
-            upload.category
-        ):
+        if self._too_little_evidence(upload.category):
             return Verdict("cannot_judge", upload.category, None, 0.0)
         weights: dict[str, float] = defaultdict(float)
         for hit, _ in neighbours:
