@@ -30,6 +30,7 @@ import httpx
 import numpy as np
 import torch
 from _click_graph import GraphSettings, communities
+from _offline_clicks import second_round
 from torch import nn
 from tqdm import tqdm
 
@@ -449,7 +450,7 @@ def train(variant: Variant, encoder: Any, cut: int, table: dict, data: Batchable
 
 
 # --- the run --------------------------------------------------------------------------------
-MIXES = (0.0, 0.2, 0.35, 0.5)
+MIXES = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
 
 
 def score(model: Tuned, reference: Tuned, hold: dict, labels, held, table, rows) -> dict:
@@ -503,6 +504,11 @@ def main() -> None:
     )
     parser.add_argument("--save-vectors", type=Path, help="save each variant's table vectors")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE of variants")
+    parser.add_argument(
+        "--second-round",
+        type=Path,
+        help="train also on a second round of simulated clicks on these saved table vectors",
+    )
     parser.add_argument("--space", help="cluster pseudo-labels in these saved vectors (.npy)")
     args = parser.parse_args()
     configure_threads(args.threads)
@@ -535,6 +541,16 @@ def main() -> None:
     reference = Tuned(encoder, args.cut, -1)
     base_plain = nn.functional.normalize(_base(reference, table["maps"][:, 0]), dim=1)
     categories = _categories(table["keys"], args.sets) if args.sets else None
+    if args.second_round:  # a second round of simulated clicks, on a tuned model's ranking
+        assert categories and args.gallery, "--second-round needs --sets and --gallery"
+        second = second_round(table["keys"], np.load(args.second_round), categories)
+        relevant = np.mean(
+            [categories[rows[p.positive]] == categories[rows[pair_key(p)]] for p in second]
+        )
+        print(
+            json.dumps({"second_round_pairs": len(second), "relevant": round(float(relevant), 3)})
+        )
+        train_pairs = train_pairs + second
     # Clicks only (no base-neighbour links): purer communities here (0.93 of each community's
     # images share its majority category, vs 0.74 with the neighbour links), if fragmented.
     graph = communities(
@@ -568,7 +584,8 @@ def main() -> None:
             field, _, value = setting.partition("=")
             kind = type(getattr(variant, field))
             kind = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind
-            variant = replace(variant, name=f"{variant.name}@{setting}", **{field: kind(value)})
+            name = value if field == "name" else f"{variant.name}@{setting}"
+            variant = replace(variant, **({field: kind(value)} | {"name": name}))
         data = prepare(train_pairs, rows, base_plain.numpy(), table["keys"], variant, graph)
         result: dict[str, Any] = {"variant": asdict(variant)}
         if variant.loss != "nce" or variant.hard_negatives:
@@ -590,6 +607,9 @@ def main() -> None:
         if args.save_vectors:
             args.save_vectors.mkdir(parents=True, exist_ok=True)
             np.save(args.save_vectors / f"{variant.name}.npy", embed(model, table["maps"][:, 0]))
+            np.save(
+                args.save_vectors / f"{variant.name}.holdout.npy", embed(model, hold["maps"][:, 0])
+            )
         line = json.dumps(result)
         print(line, flush=True)
         with open(args.cache / "results.jsonl", "a") as out:
