@@ -4,12 +4,18 @@
         --data-dir demo/data --holdout demo/sets/holdout --cache /tmp/variants \\
         [--variants head,tail1,tail3-aug,...] [--views 4] [--cut 3] [--threads 1]
 
+Once the maps are cached (``--cache``), ``--api`` is not needed: the run reads only the cache,
+the pairs and the holdout. ``--set FIELD=VALUE`` changes a field of every variant run (e.g.
+``--set batch=64``) and names the result after it.
+
 Reads the pairs the worker wrote (held-out pairs by id, as `lookalike train`), the catalogue
 images' sources through the running worker (`POST /vectors` records), the kept query images,
 and the labelled holdout. Every image goes once through the frozen EfficientNet-Lite0 trunk up
 to ``--cut`` blocks before its head (fp32; ``--views`` augmented views of the training images
 too), kept in ``--cache``; each variant then trains only what lies after the cut, on those maps.
-Uses no label in training: categories appear only in the holdout's scoring. One JSON line per
+Uses no label in training: categories appear only in the holdout's scoring, in the purity of
+pseudo-labels (``--sets``, measured after the fact) and in the simulated buyer of
+``--second-round`` (as in ``lookalike simulate-clicks``). One JSON line per
 variant (holdout metrics, held-out clicks MRR, seconds per epoch) to stdout and
 ``CACHE/results.jsonl``.
 """
@@ -84,6 +90,8 @@ VARIANTS = {
         Variant("head-hard", blocks=-1, epochs=25, hard_negatives=5),
         Variant("tail0-hard", blocks=0, hard_negatives=5),
         Variant("tail3-aug-5ep", blocks=3, views=5, epochs=5),
+        # the same with 4x the steps (batch 64): the best measured, holdout mAP 0.740
+        Variant("tail3-aug-5ep-b64", blocks=3, views=5, epochs=5, batch=64),
         Variant("tail3-groups-aug-5ep", blocks=3, loss="nce+groups", views=5, epochs=5),
         Variant("tail0", blocks=0),
         Variant("tail0-groups", blocks=0, loss="nce+groups"),
