@@ -4,12 +4,18 @@
         --data-dir demo/data --holdout demo/sets/holdout --cache /tmp/variants \\
         [--variants head,tail1,tail3-aug,...] [--views 4] [--cut 3] [--threads 1]
 
+Once the maps are cached (``--cache``), ``--api`` is not needed: the run reads only the cache,
+the pairs and the holdout. ``--set FIELD=VALUE`` changes a field of every variant run (e.g.
+``--set batch=64``) and names the result after it.
+
 Reads the pairs the worker wrote (held-out pairs by id, as `lookalike train`), the catalogue
 images' sources through the running worker (`POST /vectors` records), the kept query images,
 and the labelled holdout. Every image goes once through the frozen EfficientNet-Lite0 trunk up
 to ``--cut`` blocks before its head (fp32; ``--views`` augmented views of the training images
 too), kept in ``--cache``; each variant then trains only what lies after the cut, on those maps.
-Uses no label in training: categories appear only in the holdout's scoring. One JSON line per
+Uses no label in training: categories appear only in the holdout's scoring, in the purity of
+pseudo-labels (``--sets``, measured after the fact) and in the simulated buyer of
+``--second-round`` (as in ``lookalike simulate-clicks``). One JSON line per
 variant (holdout metrics, held-out clicks MRR, seconds per epoch) to stdout and
 ``CACHE/results.jsonl``.
 """
@@ -18,16 +24,19 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import _pseudo_labels as pl
 import httpx
 import numpy as np
 import torch
 from _click_graph import GraphSettings, communities
+from _offline_clicks import second_round
 from torch import nn
 from tqdm import tqdm
 
@@ -45,11 +54,27 @@ from lookalike.training.pair_data import ApiVectors, split_pairs
 class Variant:
     name: str
     blocks: int = 0  # MBConv blocks trained before the head convolution; -1: head only
-    loss: str = "nce"  # nce | groups | nce+groups
+    # nce | groups | nce+groups: groups on the batch's own images (proxies, as first measured);
+    # proxy / supcon (with or without nce+): on ``group_batch`` labelled images per step.
+    loss: str = "nce"
     temperature: float = 2.0
     group_temperature: float = 0.1
     hard_negatives: int = 0  # base neighbours of other click communities, never clicked
     anchor: float = 0.0  # weight of 1 - cos(tuned, base) on the batch's images
+    # Pseudo-labels for "groups" / "proxy" / "supcon" (see _pseudo_labels): "louvain" (click
+    # communities), "kmeans:K" (click components as one point), "merge:K", "spectral:K"; in
+    # the vectors of ``space``: "base", "head" (an InfoNCE head trained first on the pairs), or
+    # a .npy file of an earlier variant's table vectors (--save-vectors).
+    logged: bool = True  # the logged negatives (results shown above a click) in InfoNCE
+    two_hop: bool = False  # also pairs two clicks apart (see two_hop_pairs)
+    distill: float = 0.0  # weight of neighbour_distillation on the batch's images
+    distill_temperature: float = 0.05
+    pseudo: str = "louvain"
+    space: str = "base"
+    group_weight: float = 1.0
+    group_batch: int = 256  # "proxy" / "supcon": labelled images drawn per step for that term
+    propagate: int = 0  # label unclicked catalogue images by a k-NN vote of this k (0: no)
+    keep_agree: float = 0.0  # keep an image's pseudo-label only if this share of its 10 NN agree
     views: int = 1  # augmented views drawn from (1: the plain image only)
     epochs: int = 15
     lr: float = 2e-3
@@ -65,6 +90,10 @@ VARIANTS = {
         Variant("head-hard", blocks=-1, epochs=25, hard_negatives=5),
         Variant("tail0-hard", blocks=0, hard_negatives=5),
         Variant("tail3-aug-5ep", blocks=3, views=5, epochs=5),
+        # the same with 4x the steps (batch 64): holdout mAP 0.740; then, as a second round,
+        # tail3-proxy-merge20-base --space <its saved vectors> --set keep_agree=0.9 --set batch=64
+        # (pseudo-labels clustered in its vectors): 0.764, the best measured
+        Variant("tail3-aug-5ep-b64", blocks=3, views=5, epochs=5, batch=64),
         Variant("tail3-groups-aug-5ep", blocks=3, loss="nce+groups", views=5, epochs=5),
         Variant("tail0", blocks=0),
         Variant("tail0-groups", blocks=0, loss="nce+groups"),
@@ -77,6 +106,30 @@ VARIANTS = {
         Variant("groups-only-tail3", blocks=3, loss="groups", views=5),
     ]
 }
+# Coarser pseudo-labels (see _pseudo_labels), e.g. "head-proxy-kmeans15-head-prop": what trains
+# (head: 25 epochs; tail3: 3 blocks, 5 views, 5 epochs), the pseudo-label term beside InfoNCE,
+# the clustering and its k, the space it clusters in, and whether unclicked catalogue images
+# get labels by a 10-NN vote (needs --gallery).
+for _what, _shape in {
+    "head": {"blocks": -1, "epochs": 25},
+    "tail3": {"blocks": 3, "views": 5, "epochs": 5},
+}.items():
+    for _loss in ("proxy", "supcon"):
+        for _method in ("kmeans", "merge", "spectral"):
+            for _k in (10, 15, 20, 30):
+                for _space in ("base", "head"):
+                    for _prop in (0, 10):
+                        _name = f"{_what}-{_loss}-{_method}{_k}-{_space}" + (
+                            "-prop" if _prop else ""
+                        )
+                        VARIANTS[_name] = Variant(
+                            _name,
+                            loss=f"nce+{_loss}",
+                            pseudo=f"{_method}:{_k}",
+                            space=_space,
+                            propagate=_prop,
+                            **_shape,
+                        )
 
 
 # --- the image table: trunk maps of every image, cached -------------------------------------
@@ -90,10 +143,13 @@ class MapTable:
         self.trunk = encoder.trainable_tail(cut).trunk
         cache.mkdir(parents=True, exist_ok=True)
 
-    def build(self, reads: dict[str, Any], views: int, aug: Augmentation, tag: str) -> dict:
+    def build(self, reads: Any, views: int, aug: Augmentation, tag: str) -> dict:
+        """``reads``: key -> how to read its bytes, or a function that returns that (called
+        only when the maps are not cached yet, so a cached run needs no worker)."""
         path = self.cache / f"maps-{tag}-cut{self.cut}-v{views}-{aug.digest()}.pt"
         if path.exists():
             return torch.load(path, weights_only=False)
+        reads = reads() if callable(reads) else reads
         keys, maps = [], []
         size = self.encoder.preprocessing.resize
         for key, read in tqdm(list(reads.items()), desc=f"trunk maps ({tag})", unit="img"):
@@ -236,12 +292,32 @@ def prepare(
             ]
         queries.append(q)
         positives.append(rows[pair.positive])
-        negatives.append(negs)
+        negatives.append(negs if variant.logged else [])
+    if variant.two_hop:
+        for a, b in two_hop_pairs(usable, rows):
+            queries.append(a)
+            positives.append(b)
+            negatives.append([])
     width = max(1, max(len(n) for n in negatives))
     padded = torch.full((len(negatives), width), -1, dtype=torch.long)
     for i, row in enumerate(negatives):
         padded[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     return Batchable(torch.tensor(queries), torch.tensor(positives), padded, groups)
+
+
+def two_hop_pairs(pairs: list[TrainingPair], rows: dict[str, int]) -> list[tuple[int, int]]:
+    """Rows two clicks apart: two images one query clicked, two queries that clicked one image
+    (one run: 968 and 1,443 such pairs, 95% of either within a category, vs 98% of clicks)."""
+    by_query: dict[str, set[int]] = {}
+    by_clicked: dict[str, set[int]] = {}
+    for pair in pairs:
+        by_query.setdefault(pair_key(pair), set()).add(rows[pair.positive])
+        by_clicked.setdefault(pair.positive, set()).add(rows[pair_key(pair)])
+    found = set()
+    for linked in [*by_query.values(), *by_clicked.values()]:
+        ordered = sorted(linked)
+        found |= {(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :]}
+    return sorted(found)
 
 
 def _hard(q: int, pos: int, sims: np.ndarray, groups: torch.Tensor, clicked: set, rows: dict):
@@ -299,7 +375,54 @@ def batch_loss(
             )
     if variant.anchor:
         loss = loss + variant.anchor * (1 - (emb * base[rows]).sum(1)).mean()
+    if variant.distill:
+        loss = loss + variant.distill * neighbour_distillation(
+            emb, base[rows], variant.distill_temperature
+        )
+    if variant.loss.split("+")[-1] in ("proxy", "supcon"):
+        loss = loss + variant.group_weight * group_loss(
+            model, proxies, maps, data, variant, generator
+        )
     return loss
+
+
+def neighbour_distillation(tuned: torch.Tensor, base: torch.Tensor, t: float) -> torch.Tensor:
+    """KL(base || tuned) of each image's softmax over its similarities to the batch's other
+    images: keeps who the base finds near (its neighbour lists), not where its vectors lie."""
+    eye = torch.eye(len(tuned), dtype=torch.bool)
+    target = nn.functional.softmax((base @ base.T / t).masked_fill(eye, -1e9), dim=1)
+    log_tuned = nn.functional.log_softmax((tuned @ tuned.T / t).masked_fill(eye, -1e9), dim=1)
+    return nn.functional.kl_div(log_tuned, target, reduction="batchmean")
+
+
+def group_loss(
+    model: Tuned,
+    proxies: nn.Parameter | None,
+    maps: torch.Tensor,
+    data: Batchable,
+    variant: Variant,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The pseudo-label term on ``group_batch`` labelled images drawn at random (any labelled
+    image, clicked or propagated): NormSoftmax over group proxies ("proxy"), or supervised
+    contrastive between two views of each ("supcon", same group = positive)."""
+    labelled = torch.nonzero(data.groups >= 0).flatten()
+    pick = labelled[torch.randperm(len(labelled), generator=generator)[: variant.group_batch]]
+    groups = data.groups[pick]
+    view = torch.randint(0, maps.shape[1], (len(pick),), generator=generator)
+    emb = model.post(maps[pick, view])
+    if variant.loss.endswith("proxy") and proxies is not None:
+        logits = emb @ nn.functional.normalize(proxies, dim=1).T / variant.group_temperature
+        return nn.functional.cross_entropy(logits, groups)
+    other = torch.randint(0, maps.shape[1], (len(pick),), generator=generator)
+    both = torch.cat([emb, model.post(maps[pick, other])])
+    labels = torch.cat([groups, groups])
+    logits = both @ both.T / variant.group_temperature
+    eye = torch.eye(len(both), dtype=torch.bool)
+    logits = logits.masked_fill(eye, -1e9)
+    positive = (labels[:, None] == labels[None, :]) & ~eye
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -((log_prob * positive).sum(1) / positive.sum(1).clamp(min=1)).mean()
 
 
 def train(variant: Variant, encoder: Any, cut: int, table: dict, data: Batchable, base_plain):
@@ -310,7 +433,7 @@ def train(variant: Variant, encoder: Any, cut: int, table: dict, data: Batchable
     params: list[dict] = [{"params": model.head.parameters(), "lr": variant.lr}]
     if variant.blocks >= 0:
         params.append({"params": model.tail.parameters(), "lr": variant.tail_lr})
-    if "groups" in variant.loss and n_groups > 0:
+    if ("groups" in variant.loss or "proxy" in variant.loss) and n_groups > 0:
         # Proxies start at each community's mean base vector: the base's own geometry.
         means = torch.zeros(n_groups, base_plain.shape[1])
         known = data.groups >= 0
@@ -337,7 +460,7 @@ def train(variant: Variant, encoder: Any, cut: int, table: dict, data: Batchable
 
 
 # --- the run --------------------------------------------------------------------------------
-MIXES = (0.0, 0.2, 0.35, 0.5)
+MIXES = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
 
 
 def score(model: Tuned, reference: Tuned, hold: dict, labels, held, table, rows) -> dict:
@@ -374,7 +497,7 @@ def _base(reference: Tuned, maps: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--api", required=True)
+    parser.add_argument("--api", help="the worker (only to build the maps' cache)")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--holdout", type=Path, required=True)
     parser.add_argument("--cache", type=Path, required=True)
@@ -383,6 +506,20 @@ def main() -> None:
     parser.add_argument("--cut", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--gallery", type=Path, help="catalogue folder: unclicked images get maps (propagation)"
+    )
+    parser.add_argument(
+        "--sets", type=Path, help="the split's folders: to measure pseudo-labels' purity only"
+    )
+    parser.add_argument("--save-vectors", type=Path, help="save each variant's table vectors")
+    parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE of variants")
+    parser.add_argument(
+        "--second-round",
+        type=Path,
+        help="train also on a second round of simulated clicks on these saved table vectors",
+    )
+    parser.add_argument("--space", help="cluster pseudo-labels in these saved vectors (.npy)")
     args = parser.parse_args()
     configure_threads(args.threads)
     encoder = load_encoder("efficientnet-lite0", precision="fp32")
@@ -391,20 +528,45 @@ def main() -> None:
     blobs = BlobStore(args.data_dir / "blobs")
     maps = MapTable(encoder, args.cut, args.cache)
     table = maps.build(
-        image_reads(pairs, args.api, encoder.version, blobs), args.views, Augmentation(), "pairs"
+        lambda: image_reads(pairs, args.api, encoder.version, blobs),
+        args.views,
+        Augmentation(),
+        "pairs",
     )
     hold_files = labelled_images(args.holdout)
     hold = maps.build({str(f): f.read_bytes for f, _ in hold_files}, 1, Augmentation(), "holdout")
     labels = [c for _, c in hold_files]
+    clicked_rows = len(table["keys"])
+    if args.gallery:  # unclicked catalogue images, for pseudo-labels propagated to them
+        known = {k[:36] for k in table["keys"]}
+        extra = [f for f, _ in labelled_images(args.gallery) if f.stem not in known]
+        more = maps.build(
+            {f"file:{f}": f.read_bytes for f in extra}, args.views, Augmentation(), "extra"
+        )
+        table = {
+            "keys": table["keys"] + more["keys"],
+            "maps": torch.cat([table["maps"], more["maps"]]),
+        }
     rows = {k: i for i, k in enumerate(table["keys"])}
     reference = Tuned(encoder, args.cut, -1)
     base_plain = nn.functional.normalize(_base(reference, table["maps"][:, 0]), dim=1)
+    categories = _categories(table["keys"], args.sets) if args.sets else None
+    if args.second_round:  # a second round of simulated clicks, on a tuned model's ranking
+        assert categories and args.gallery, "--second-round needs --sets and --gallery"
+        second = second_round(table["keys"], np.load(args.second_round), categories)
+        relevant = np.mean(
+            [categories[rows[p.positive]] == categories[rows[pair_key(p)]] for p in second]
+        )
+        print(
+            json.dumps({"second_round_pairs": len(second), "relevant": round(float(relevant), 3)})
+        )
+        train_pairs = train_pairs + second
     # Clicks only (no base-neighbour links): purer communities here (0.93 of each community's
     # images share its majority category, vs 0.74 with the neighbour links), if fragmented.
     graph = communities(
         train_pairs,
-        table["keys"],
-        base_plain.numpy(),
+        table["keys"][:clicked_rows],
+        base_plain[:clicked_rows].numpy(),
         GraphSettings(neighbour_weight=0.0, resolution=1.0),
     )
     print(
@@ -413,25 +575,101 @@ def main() -> None:
                 "pairs": len(pairs),
                 "train": len(train_pairs),
                 "held": len(held),
-                "images": len(rows),
+                "images": clicked_rows,
+                "unclicked": len(rows) - clicked_rows,
                 "communities": len(set(graph.values())),
                 "in_communities": len(graph),
             }
         ),
         flush=True,
     )
+    spaces: dict[str, np.ndarray] = {"base": base_plain.numpy()}
     for name in args.variants.split(","):
         variant = VARIANTS[name]
+        if args.space:
+            variant = replace(variant, name=f"{name}@{Path(args.space).stem}", space=args.space)
         if args.epochs:
             variant = replace(variant, epochs=args.epochs)
+        for setting in args.set:  # field=value, e.g. group_weight=0.3 (named in the result)
+            field, _, value = setting.partition("=")
+            kind = type(getattr(variant, field))
+            kind = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind
+            name = value if field == "name" else f"{variant.name}@{setting}"
+            variant = replace(variant, **({field: kind(value)} | {"name": name}))
         data = prepare(train_pairs, rows, base_plain.numpy(), table["keys"], variant, graph)
+        result: dict[str, Any] = {"variant": asdict(variant)}
+        if variant.loss != "nce" or variant.hard_negatives:
+            if variant.space not in spaces and variant.space.endswith(".npy"):
+                # the table vectors of an earlier variant (--save-vectors), same --gallery
+                spaces[variant.space] = np.load(variant.space)
+            elif variant.space not in spaces:
+                head, _ = train(VARIANTS["head"], encoder, args.cut, table, data, base_plain)
+                spaces[variant.space] = embed(head, table["maps"][:, 0])
+            groups = pseudo_labels(variant, train_pairs, table["keys"], clicked_rows, spaces)
+            if variant.loss not in ("nce+groups", "groups"):  # those keep the first measure's
+                data.groups = torch.from_numpy(groups)
+            if categories:  # measured with the labels after the fact only
+                result["pseudo_labels"] = pl.purity(data.groups.tolist(), categories)
+                print(json.dumps(result["pseudo_labels"]), flush=True)
         model, per_epoch = train(variant, encoder, args.cut, table, data, base_plain)
-        result = {"variant": asdict(variant), "seconds_per_epoch": round(per_epoch, 1)}
+        result["seconds_per_epoch"] = round(per_epoch, 1)
         result |= score(model, reference, hold, labels, held, table, rows)
+        if args.save_vectors:
+            args.save_vectors.mkdir(parents=True, exist_ok=True)
+            np.save(args.save_vectors / f"{variant.name}.npy", embed(model, table["maps"][:, 0]))
+            np.save(
+                args.save_vectors / f"{variant.name}.holdout.npy", embed(model, hold["maps"][:, 0])
+            )
         line = json.dumps(result)
         print(line, flush=True)
         with open(args.cache / "results.jsonl", "a") as out:
             out.write(line + "\n")
+
+
+def pseudo_labels(
+    variant: Variant, pairs: list[TrainingPair], keys: list[str], clicked: int, spaces: dict
+) -> np.ndarray:
+    """Pseudo-label per table row (-1: none) from the clicks and the vectors of
+    ``variant.space``; rows past ``clicked`` (unclicked images) only by propagation."""
+    vectors = spaces[variant.space]
+    method, _, k = variant.pseudo.partition(":")
+    clicked_keys, clicked_vectors = keys[:clicked], vectors[:clicked]
+    if method == "louvain":
+        found = communities(
+            pairs,
+            clicked_keys,
+            clicked_vectors,
+            GraphSettings(neighbour_weight=0.0, resolution=1.0),
+        )
+        groups = np.array([found.get(key, -1) for key in clicked_keys])
+    elif method == "kmeans":
+        groups = pl.constrained_kmeans(pairs, clicked_keys, clicked_vectors, int(k))
+    elif method == "merge":
+        louvain = pl.louvain(pairs, clicked_keys, 1.0)
+        groups = pl.merge_communities(louvain, clicked_vectors, int(k))
+    elif method == "spectral":
+        groups = pl.spectral(pl.affinity(pairs, clicked_keys, clicked_vectors), int(k))
+    else:
+        raise ValueError(f"unknown pseudo-labels {variant.pseudo}")
+    if variant.keep_agree:
+        groups = pl.agreeing(groups, clicked_vectors, k=10, agree=variant.keep_agree)
+    rest = np.full(len(keys) - clicked, -1)
+    if variant.propagate and len(rest):
+        rest = pl.propagate(np.concatenate([groups, rest]), groups, vectors, k=variant.propagate)
+    return np.concatenate([groups, rest])
+
+
+def _categories(keys: list[str], sets: Path) -> list[str | None]:
+    """Category of each key from the split's folders: catalogue ids by file name (the id's
+    first 36 characters), uploaded queries by content digest, files by path. Only to measure
+    pseudo-labels after the fact."""
+    by_stem = {f.stem: c for f, c in labelled_images(sets / "gallery")}
+    by_sha = {
+        f"sha:{hashlib.sha256(f.read_bytes()).hexdigest()}": c
+        for f, c in labelled_images(sets / "queries")
+    }
+    by_file = {f"file:{f}": c for f, c in labelled_images(sets / "gallery")}
+    return [by_sha.get(k) or by_file.get(k) or by_stem.get(k[:36]) for k in keys]
 
 
 if __name__ == "__main__":
