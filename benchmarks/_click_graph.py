@@ -65,6 +65,17 @@ def mutual_neighbours(vectors: np.ndarray, k: int) -> list[tuple[int, int, float
     ]
 
 
+def click_graph(pairs: Sequence[TrainingPair], keys: Sequence[str]) -> nx.Graph:
+    """``keys`` as nodes, each click between two of them an edge weighted by its count."""
+    graph = nx.Graph()
+    graph.add_nodes_from(keys)
+    known = set(keys)
+    for (query, clicked), count in click_edges(pairs).items():
+        if query in known and clicked in known and query != clicked:
+            graph.add_edge(query, clicked, weight=float(count))
+    return graph
+
+
 def communities(
     pairs: Sequence[TrainingPair],
     keys: Sequence[str],
@@ -73,12 +84,7 @@ def communities(
 ) -> dict[str, int]:
     """Community number of each image (``keys``, with base ``vectors`` in the same order) that
     belongs to a community of at least ``min_community`` images; others are left out."""
-    graph = nx.Graph()
-    graph.add_nodes_from(keys)
-    known = set(keys)
-    for (query, clicked), count in click_edges(pairs).items():
-        if query in known and clicked in known and query != clicked:
-            graph.add_edge(query, clicked, weight=float(count))
+    graph = click_graph(pairs, keys)
     for i, j, cosine in mutual_neighbours(vectors, settings.neighbours):
         a, b = keys[i], keys[j]
         extra = settings.neighbour_weight * max(cosine, 0.0)

@@ -25,23 +25,13 @@ from collections.abc import Mapping, Sequence
 
 import networkx as nx
 import numpy as np
-from _click_graph import click_edges, mutual_neighbours
+from _click_graph import click_edges, click_graph, mutual_neighbours
 
 from lookalike.events import TrainingPair
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def click_graph(pairs: Sequence[TrainingPair], keys: Sequence[str]) -> nx.Graph:
-    graph = nx.Graph()
-    graph.add_nodes_from(keys)
-    known = set(keys)
-    for (query, clicked), count in click_edges(pairs).items():
-        if query in known and clicked in known and query != clicked:
-            graph.add_edge(query, clicked, weight=float(count))
-    return graph
 
 
 def components(pairs: Sequence[TrainingPair], keys: Sequence[str]) -> np.ndarray:
