@@ -79,11 +79,14 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
 
     out = tmp_path / "model"
     args = ["train", "--data-dir", str(settings.data_dir), "--port", "1"]
-    result = CliRunner().invoke(
-        lookalike.cli.main, [*args, "--out", str(out), "--epochs", "3", "--json"]
-    )
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.output.strip().splitlines()[-1])
+
+    def trained(*extra: str) -> dict:
+        """`lookalike train ... --json` succeeded: its summary line."""
+        result = CliRunner().invoke(lookalike.cli.main, [*args, *extra, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output.strip().splitlines()[-1])
+
+    summary = trained("--out", str(out), "--epochs", "3")
     assert summary["pairs"] == 24 and summary["skipped"]["positive_missing"] == 1
     assert summary["base_version"] == base.version and summary["epochs"] == 3
 
@@ -103,11 +106,7 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
 
     # --tail: the head convolution is trained too, and saved with the head.
     tail_out = tmp_path / "model-tail"
-    tail = CliRunner().invoke(
-        lookalike.cli.main, [*args, "--out", str(tail_out), "--epochs", "2", "--tail", "--json"]
-    )
-    assert tail.exit_code == 0, tail.output
-    tail_summary = json.loads(tail.output.strip().splitlines()[-1])
+    tail_summary = trained("--out", str(tail_out), "--epochs", "2", "--tail")
     assert tail_summary["trained"] == "head and last block" and tail_summary["pairs"] == 24
     tuned_tail = load_encoder(tail_summary["model"])
     assert tuned_tail.version not in (tuned.version, base.version)
@@ -116,13 +115,9 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
     assert torch.equal(load_encoder("efficientnet-lite0").model._conv_head.weight, base_conv)
 
     # --tail-blocks 2: the two blocks before the last stage train too, and load back.
-    deep = CliRunner().invoke(
-        lookalike.cli.main,
-        [*args, "--out", str(tmp_path / "deep"), "--epochs", "1", "--tail", "--tail-blocks", "2"]
-        + ["--json"],
+    deep_summary = trained(
+        "--out", str(tmp_path / "deep"), "--epochs", "1", "--tail", "--tail-blocks", "2"
     )
-    assert deep.exit_code == 0, deep.output
-    deep_summary = json.loads(deep.output.strip().splitlines()[-1])
     assert deep_summary["trained"] == "head, last block and 2 blocks before it"
     tuned_deep = load_encoder(deep_summary["model"])
     fresh = load_encoder("efficientnet-lite0").model._blocks
@@ -135,13 +130,9 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
         fresh[-3].state_dict()["_project_conv.weight"],
     )
     # --views: augmented views of every image through the trunk; the result loads.
-    viewed = CliRunner().invoke(
-        lookalike.cli.main,
-        [*args, "--out", str(tmp_path / "views"), "--epochs", "1", "--tail", "--views", "3"]
-        + ["--json"],
+    viewed_summary = trained(
+        "--out", str(tmp_path / "views"), "--epochs", "1", "--tail", "--views", "3"
     )
-    assert viewed.exit_code == 0, viewed.output
-    viewed_summary = json.loads(viewed.output.strip().splitlines()[-1])
     assert viewed_summary["config"]["views"] == 3
     assert load_encoder(viewed_summary["model"]).version == viewed_summary["version"]
     head_views = CliRunner().invoke(
