@@ -389,6 +389,14 @@ class Settings(BaseSettings):
         description="With LOOKALIKE_LEARN_TAIL: augmented views per training image "
         "(`train --views`; 1: none).",
     )
+    learn_keep_base: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="The base encoder's weight in a candidate's vector (`train --keep-base`): "
+        "search scores w x base + (1-w) x tuned similarity, which keeps the base's Recall@10 "
+        "(0: the tuned vector alone).",
+    )
     learn_interval: float = Field(
         default=3600.0,
         gt=0,

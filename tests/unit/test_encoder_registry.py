@@ -13,6 +13,7 @@ import email.message
 import io
 import json
 import os
+import pickle
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -384,6 +385,62 @@ def test_finetuned_mlp_head_round_trip(lite0: Encoder, tmp_path: Path) -> None:
     assert isinstance(encoder.head.net, torch.nn.Sequential)  # type: ignore[attr-defined]
     imgs = images(2)
     np.testing.assert_allclose(encoder.embed_images(imgs), by_hand(lite0, head, imgs), atol=1e-4)
+
+
+def perturbed_tail(base: Encoder, blocks: int, seed: int) -> dict[str, torch.Tensor]:
+    """A fine-tuned tail's state, as training would leave it: the base's, changed."""
+    split = base.trainable_tail(blocks)
+    assert split is not None
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        # Weights only: batch norm's running statistics stay (a variance must stay positive).
+        k: v + 0.05 * torch.randn(v.shape, generator=generator) if "running" not in k else v
+        for k, v in split.tail.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize("tail_blocks", [None, 1])
+def test_finetuned_keeping_the_base_serves_both_vectors_side_by_side(
+    lite0: Encoder, tmp_path: Path, tail_blocks: int | None
+) -> None:
+    """With keep_base w the vector is [sqrt(w) base, sqrt(1-w) tuned]: the first part is the
+    untouched base's (even when a fine-tuned tail shares the base's trunk), the second the
+    fine-tuned model's, so a dot product scores w x base + (1-w) x tuned similarity."""
+    head = seeded_head(21, out_dim=1280)
+    tail = perturbed_tail(lite0, tail_blocks, 4) if tail_blocks is not None else None
+    blocks = tail_blocks or 0
+    tuned_only = load_encoder(
+        str(save_checkpoint(tmp_path / "tuned.pt", lite0, head, None, tail, blocks)), "cpu"
+    )
+    path = save_checkpoint(tmp_path / "kept.pt", lite0, head, None, tail, blocks, keep_base=0.7)
+    fused = load_encoder(str(path), "cpu")
+    assert fused.dim == 1280 + 1280 and tuned_only.dim == 1280
+
+    imgs = images(3)
+    vectors = fused.embed_images(imgs)
+    assert_normalised(vectors, (3, 2560))
+    base = lite0.embed_images(imgs)
+    tuned = tuned_only.embed_images(imgs)
+    assert not np.allclose(tuned, base, atol=1e-2)  # the tuned part is not the base's
+    np.testing.assert_allclose(vectors[:, :1280], np.sqrt(0.7) * base, atol=1e-4)
+    np.testing.assert_allclose(vectors[:, 1280:], np.sqrt(0.3) * tuned, atol=1e-4)
+    np.testing.assert_allclose(
+        vectors @ vectors.T, 0.7 * base @ base.T + 0.3 * tuned @ tuned.T, atol=1e-4
+    )
+    # An encoder process gets a pickled copy: it must embed the same.
+    copied = pickle.loads(pickle.dumps(fused))
+    np.testing.assert_allclose(copied.embed_images(imgs), vectors, atol=1e-5)
+
+
+def test_finetuned_keep_base_out_of_range(lite0: Encoder, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="keep_base"):
+        save_checkpoint(tmp_path / "ft.pt", lite0, seeded_head(11), keep_base=1.0)
+    path = save_checkpoint(tmp_path / "ft.pt", lite0, seeded_head(11))
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["keep_base"] = -0.5
+    torch.save(checkpoint, path)
+    with pytest.raises(EncoderUnavailable, match="keeps the base at -0.5"):
+        load_encoder(str(path), "cpu")
 
 
 def test_finetuned_base_version_mismatch(lite0: Encoder, tmp_path: Path) -> None:

@@ -58,6 +58,12 @@ def _show(decision: Any, as_json: bool) -> None:
 @click.option("--tail-blocks", type=int, default=None, help="[env LOOKALIKE_LEARN_TAIL_BLOCKS]")
 @click.option("--views", type=int, default=None, help="[env LOOKALIKE_LEARN_VIEWS]")
 @click.option(
+    "--keep-base",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="[env LOOKALIKE_LEARN_KEEP_BASE]",
+)
+@click.option(
     "--require-approval/--no-approval", default=None, help="[env LOOKALIKE_LEARN_REQUIRE_APPROVAL]"
 )
 @click.option("--wait", is_flag=True, help="Keep stepping until the loop settles (e.g. promoted).")
@@ -80,6 +86,7 @@ def learn_run(
     tail: bool | None,
     tail_blocks: int | None,
     views: int | None,
+    keep_base: float | None,
     require_approval: bool | None,
     wait: bool,
     every: float | None,
@@ -104,6 +111,7 @@ def learn_run(
             tail=tail,
             tail_blocks=tail_blocks,
             views=views,
+            keep_base=keep_base,
             require_approval=require_approval,
         )
         configure_threads(settings.torch_threads)

@@ -156,6 +156,16 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
     help="With --tail: augmented views per image (crops, flips, mild colour), each image read "
     "once and run through the trunk once per view.",
 )
+@click.option(
+    "--keep-base",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="The base's weight in the saved encoder's vector: it serves [sqrt(w) base, "
+    "sqrt(1-w) tuned], so a search scores w x base + (1-w) x tuned similarity and keeps the "
+    "base's recall (0: the tuned vector alone; the vector doubles in size). Re-running a "
+    "finished --out with another weight re-saves it without training.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--restart", is_flag=True, help="Ignore saved training state in --out.")
 @click.option(
@@ -177,6 +187,7 @@ def train_command(
     tail_lr: float,
     tail_blocks: int,
     views: int,
+    keep_base: float,
     seed: int,
     restart: bool,
     as_json: bool,
@@ -210,6 +221,7 @@ def train_command(
             base or settings.encoder,
             out_dir,
             config,
+            keep_base=keep_base,
             restart=restart,
             progress=show_progress(),
         )

@@ -1,6 +1,12 @@
 """Fine-tuned encoders: a registered base encoder plus a learned projection head (and, when
 trained too, the base's last block).
 
+A checkpoint may also *keep the base* with weight ``w`` (``lookalike train --keep-base``): its
+vector is then ``[sqrt(w) * base, sqrt(1 - w) * tuned]`` (each part L2-normalised), so a cosine
+search scores ``w * cos_base + (1 - w) * cos_tuned``: score fusion in one search. Fine-tuning
+on clicks raises mAP but loses a little Recall@10 (an image the tuned model files under the
+wrong group loses all its true neighbours); the base's own neighbours keep it.
+
 lookalike saves them itself (the click-training job) as one ``.pt`` file and loads them by path
 (``LOOKALIKE_ENCODER=/path/to/model.pt``). The file names its base by name and version id, so a
 head is never applied to a base it was not trained on.
@@ -8,6 +14,8 @@ head is never applied to a base it was not trained on.
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,9 +53,12 @@ def save_checkpoint(
     metadata: dict[str, Any] | None = None,
     tail_state: dict[str, torch.Tensor] | None = None,
     tail_blocks: int = 0,
+    keep_base: float = 0.0,
 ) -> Path:
     """``tail_state``: the fine-tuned last stage of the base and the ``tail_blocks`` blocks
-    before it (its ``trainable_tail(tail_blocks)``), if those were trained too."""
+    before it (its ``trainable_tail(tail_blocks)``), if those were trained too. ``keep_base``:
+    the base's weight in the served vector (0: the tuned vector alone; see the module)."""
+    check_keep_base(keep_base)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(
@@ -64,11 +75,17 @@ def save_checkpoint(
                 else None
             ),
             "tail_blocks": tail_blocks,
+            "keep_base": keep_base,
         },
         tmp,
     )
     tmp.replace(path)  # atomic: a crash never leaves a half-written model behind
     return path
+
+
+def check_keep_base(weight: float) -> None:
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"keep_base must be in [0, 1) (0: the tuned vector alone), not {weight}")
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -95,17 +112,28 @@ class FineTunedEncoder(Encoder):
                 f"{path} was trained on {checkpoint['base_version']} but the installed "
                 f"{base.name} is {base.version}; install the matching weights"
             )
+        #: The base's weight in the served vector (0: none; see the module).
+        self.keep_base = float(checkpoint.get("keep_base", 0.0))
+        if not 0.0 <= self.keep_base < 1.0:
+            raise EncoderUnavailable(f"{path} keeps the base at {self.keep_base}, not in [0, 1)")
+        self.tail_blocks = int(checkpoint.get("tail_blocks", 0))
+        #: The base's own tail, when a fine-tuned tail serves beside it.
+        self._base_tail: nn.Module | None = None
         if checkpoint.get("tail_state"):
-            split = base.trainable_tail(int(checkpoint.get("tail_blocks", 0)))
+            split = base.trainable_tail(self.tail_blocks)
             if split is None:
                 raise EncoderUnavailable(f"{path} fine-tunes a tail that {base.name} does not have")
+            if self.keep_base:
+                # A copy before the fine-tuned state lands in the base's own modules.
+                self._base_tail = copy.deepcopy(split.tail)
             split.tail.load_state_dict(checkpoint["tail_state"])
         head = ProjectionHead(**checkpoint["head_config"])
         head.load_state_dict(checkpoint["head_state"])
         self.base = base
         self.head = head.eval().to(base.device)
         self.name = f"finetuned-{base.name}"
-        self.dim = int(checkpoint["head_config"]["out_dim"])
+        out_dim = int(checkpoint["head_config"]["out_dim"])
+        self.dim = out_dim + (base.dim if self.keep_base else 0)
         self.device = base.device
         self.preprocessing = base.preprocessing
         self.metadata = checkpoint.get("metadata", {})
@@ -113,4 +141,24 @@ class FineTunedEncoder(Encoder):
         self.version = model_version_id(self.name, file_digest(path), self.preprocessing)
 
     def forward_features(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.head(self.base.forward_features(batch).float())
+        if not self.keep_base:
+            return self.head(self.base.forward_features(batch).float())
+        if self._base_tail is None:  # a head on the frozen base: its features are at hand
+            kept = self.base.forward_features(batch).float()
+            tuned = self.head(kept)
+        else:  # the trunk once, then the base's tail and the fine-tuned one
+            # Split per call: the split's trunk is a closure, which an encoder process's
+            # pickled copy could not carry.
+            split = self.base.trainable_tail(self.tail_blocks)
+            assert split is not None
+            maps = split.trunk(batch)
+            kept = self._base_tail(maps).float()
+            tuned = self.head(split.tail(maps).float())
+        w = self.keep_base
+        return torch.cat(
+            [
+                math.sqrt(w) * nn.functional.normalize(kept, dim=1),
+                math.sqrt(1 - w) * nn.functional.normalize(tuned, dim=1),
+            ],
+            dim=1,
+        )

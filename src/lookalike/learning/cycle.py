@@ -55,6 +55,7 @@ class LearnPolicy:
     tail: bool
     tail_blocks: int
     views: int
+    keep_base: float
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LearnPolicy:
@@ -68,6 +69,7 @@ class LearnPolicy:
             "tail": settings.learn_tail,
             "tail_blocks": settings.learn_tail_blocks,
             "views": settings.learn_views,
+            "keep_base": settings.learn_keep_base,
         } | {k: v for k, v in overrides.items() if v is not None}
         if values["holdout_dir"] is None:
             raise ConfigurationError(
@@ -213,6 +215,7 @@ class LearnCycle:
             config,
             indexed_version=serving["version"],
             reference=("serving", reference),
+            keep_base=self.policy.keep_base,
             progress=self.progress,
         )
         seconds = round(time.monotonic() - started, 1)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ..clicks import read_pairs
 from ..encoders import Encoder, encoder_from_settings, model_version_id
 from ..encoders.base import TrainableTail, file_digest
-from ..encoders.finetuned import save_checkpoint
+from ..encoders.finetuned import check_keep_base, save_checkpoint
 from ..errors import ConfigurationError
 from ..evaluation import click_scores, compare_scores, resolvable
 from ..events import TrainingPair
@@ -116,6 +116,7 @@ def train_from_pairs(
     out_dir: Path,
     config: TrainConfig,
     *,
+    keep_base: float = 0.0,
     restart: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -123,7 +124,14 @@ def train_from_pairs(
     if not pairs:
         raise ConfigurationError(f"no training pairs under {pairs_path}")
     return train_candidate(
-        settings, pairs, base_name, out_dir, config, restart=restart, progress=progress
+        settings,
+        pairs,
+        base_name,
+        out_dir,
+        config,
+        keep_base=keep_base,
+        restart=restart,
+        progress=progress,
     )
 
 
@@ -144,13 +152,17 @@ def train_candidate(
     *,
     indexed_version: str | None = None,
     reference: tuple[str, Encoder] | None = None,
+    keep_base: float = 0.0,
     restart: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train on the pairs not held out (``config.holdout_fraction``, by pair id), save
     ``out_dir/model.pt``, and score the candidate and ``reference`` (name, encoder; default the
     base) on the held-out pairs, both in fp32 from the same images. ``indexed_version``: the
-    indexed version whose records name the images' sources (default: the base's)."""
+    indexed version whose records name the images' sources (default: the base's).
+    ``keep_base``: the base's weight in the saved encoder's vector (a serving choice, not a
+    training one: a finished run re-saved with another weight does not retrain)."""
+    check_keep_base(keep_base)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_pairs, held_out = split_pairs(pairs, config.holdout_fraction)
     if not train_pairs:
@@ -173,8 +185,8 @@ def train_candidate(
     elif trainer.resume():
         log.info("resuming from epoch %d of %d", trainer.epoch, config.epochs)
     _train(trainer, config, progress)
-    summary = trainer.summary() | {"base_version": base.version}
-    model_path, version = _save(out_dir, base, trainer, summary)
+    summary = trainer.summary() | {"base_version": base.version, "keep_base": keep_base}
+    model_path, version = _save(out_dir, base, trainer, summary, keep_base)
     name, other = reference or ("base", base)
     candidate = fp32_encoder(settings, str(model_path))
     clicks = compare_on_held_out_clicks(
@@ -192,7 +204,7 @@ def train_candidate(
 
 
 def _save(
-    out_dir: Path, base: Encoder, trainer: Trainer, summary: dict[str, Any]
+    out_dir: Path, base: Encoder, trainer: Trainer, summary: dict[str, Any], keep_base: float
 ) -> tuple[Path, str]:
     """The checkpoint (an encoder) and its version id."""
     model_path = save_checkpoint(
@@ -202,6 +214,7 @@ def _save(
         metadata=summary,
         tail_state=trainer.tail.state_dict() if trainer.tail is not None else None,
         tail_blocks=trainer.config.tail_blocks,
+        keep_base=keep_base,
     )
     version = model_version_id(
         f"finetuned-{base.name}", file_digest(model_path), base.preprocessing
