@@ -394,8 +394,8 @@ class Settings(BaseSettings):
         ge=0.0,
         lt=1.0,
         description="The base encoder's weight in a candidate's vector (`train --keep-base`): "
-        "search scores w x base + (1-w) x tuned similarity, which keeps the base's Recall@10 "
-        "(0: the tuned vector alone).",
+        "normalize(w x base + (1-w) x tuned), which keeps the base's Recall@10 (0: the tuned "
+        "vector alone).",
     )
     learn_interval: float = Field(
         default=3600.0,

@@ -400,12 +400,12 @@ def perturbed_tail(base: Encoder, blocks: int, seed: int) -> dict[str, torch.Ten
 
 
 @pytest.mark.parametrize("tail_blocks", [None, 1])
-def test_finetuned_keeping_the_base_serves_both_vectors_side_by_side(
+def test_finetuned_keeping_the_base_mixes_in_the_untouched_base(
     lite0: Encoder, tmp_path: Path, tail_blocks: int | None
 ) -> None:
-    """With keep_base w the vector is [sqrt(w) base, sqrt(1-w) tuned]: the first part is the
-    untouched base's (even when a fine-tuned tail shares the base's trunk), the second the
-    fine-tuned model's, so a dot product scores w x base + (1-w) x tuned similarity."""
+    """With keep_base w the vector is normalize(w base + (1-w) tuned), where base is the
+    untouched base's vector (even when a fine-tuned tail shares the base's trunk) and tuned the
+    fine-tuned model's."""
     head = seeded_head(21, out_dim=1280)
     tail = perturbed_tail(lite0, tail_blocks, 4) if tail_blocks is not None else None
     blocks = tail_blocks or 0
@@ -413,28 +413,28 @@ def test_finetuned_keeping_the_base_serves_both_vectors_side_by_side(
         str(save_checkpoint(tmp_path / "tuned.pt", lite0, head, None, tail, blocks)), "cpu"
     )
     path = save_checkpoint(tmp_path / "kept.pt", lite0, head, None, tail, blocks, keep_base=0.7)
-    fused = load_encoder(str(path), "cpu")
-    assert fused.dim == 1280 + 1280 and tuned_only.dim == 1280
+    mixed = load_encoder(str(path), "cpu")
+    assert mixed.dim == tuned_only.dim == 1280
 
     imgs = images(3)
-    vectors = fused.embed_images(imgs)
-    assert_normalised(vectors, (3, 2560))
+    vectors = mixed.embed_images(imgs)
+    assert_normalised(vectors, (3, 1280))
     base = lite0.embed_images(imgs)
     tuned = tuned_only.embed_images(imgs)
     assert not np.allclose(tuned, base, atol=1e-2)  # the tuned part is not the base's
-    np.testing.assert_allclose(vectors[:, :1280], np.sqrt(0.7) * base, atol=1e-4)
-    np.testing.assert_allclose(vectors[:, 1280:], np.sqrt(0.3) * tuned, atol=1e-4)
-    np.testing.assert_allclose(
-        vectors @ vectors.T, 0.7 * base @ base.T + 0.3 * tuned @ tuned.T, atol=1e-4
-    )
+    expected = 0.7 * base + 0.3 * tuned
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
     # An encoder process gets a pickled copy: it must embed the same.
-    copied = pickle.loads(pickle.dumps(fused))
+    copied = pickle.loads(pickle.dumps(mixed))
     np.testing.assert_allclose(copied.embed_images(imgs), vectors, atol=1e-5)
 
 
 def test_finetuned_keep_base_out_of_range(lite0: Encoder, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="keep_base"):
-        save_checkpoint(tmp_path / "ft.pt", lite0, seeded_head(11), keep_base=1.0)
+        save_checkpoint(tmp_path / "ft.pt", lite0, seeded_head(11, out_dim=1280), keep_base=1.0)
+    with pytest.raises(ValueError, match="as wide as"):
+        save_checkpoint(tmp_path / "ft.pt", lite0, seeded_head(11), keep_base=0.5)  # 64 wide
     path = save_checkpoint(tmp_path / "ft.pt", lite0, seeded_head(11))
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     checkpoint["keep_base"] = -0.5

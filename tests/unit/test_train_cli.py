@@ -113,17 +113,21 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
     base_conv = load_encoder("efficientnet-lite0").model._conv_head.weight
     assert not torch.equal(tuned_tail.base.model._conv_head.weight, base_conv)
     assert torch.equal(load_encoder("efficientnet-lite0").model._conv_head.weight, base_conv)
-    # --keep-base: a finished run re-saved with the base kept beside it, without training; the
-    # saved encoder serves [sqrt(w) base, sqrt(1-w) tuned].
+    # --keep-base: a finished run re-saved with the base mixed in, without training.
+    image = [make_image("stripes", 2)]
+    tuned_vector = tuned_tail.embed_images(image)
     kept_summary = trained("--out", str(tail_out), "--epochs", "2", "--tail", "--keep-base", "0.8")
     assert kept_summary["keep_base"] == 0.8 and kept_summary["epochs"] == 2
     assert kept_summary["final_loss"] == tail_summary["final_loss"]
     kept = load_encoder(kept_summary["model"])
-    assert kept.version != tuned_tail.version and kept.dim == 2 * base.dim
-    image = [make_image("stripes", 2)]
-    np.testing.assert_allclose(
-        kept.embed_images(image)[:, : base.dim], np.sqrt(0.8) * base.embed_images(image), atol=1e-4
+    assert kept.version != tuned_tail.version and kept.dim == base.dim
+    mixed = 0.8 * base.embed_images(image) + 0.2 * tuned_vector
+    np.testing.assert_allclose(kept.embed_images(image), mixed / np.linalg.norm(mixed), atol=1e-4)
+    narrow = CliRunner().invoke(
+        lookalike.cli.main,
+        [*args, "--out", str(tmp_path / "narrow"), "--dim", "16", "--keep-base", "0.5"],
     )
+    assert narrow.exit_code == 1 and "--dim" in narrow.output
 
     # --tail-blocks 2: the two blocks before the last stage train too, and load back.
     deep_summary = trained(

@@ -161,10 +161,9 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
     type=click.FloatRange(0, 1, max_open=True),
     default=0.0,
     show_default=True,
-    help="The base's weight in the saved encoder's vector: it serves [sqrt(w) base, "
-    "sqrt(1-w) tuned], so a search scores w x base + (1-w) x tuned similarity and keeps the "
-    "base's recall (0: the tuned vector alone; the vector doubles in size). Re-running a "
-    "finished --out with another weight re-saves it without training.",
+    help="The base's weight in the saved encoder's vector: it serves normalize(w x base + "
+    "(1-w) x tuned), which keeps the base's recall (0: the tuned vector alone; not with "
+    "--dim). Re-running a finished --out with another weight re-saves it without training.",
 )
 @click.option("--seed", default=0, show_default=True)
 @click.option("--restart", is_flag=True, help="Ignore saved training state in --out.")

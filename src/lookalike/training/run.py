@@ -168,6 +168,11 @@ def train_candidate(
     if not train_pairs:
         raise ConfigurationError(f"all {len(pairs)} pairs are held out: too few pairs to train")
     base = fp32_encoder(settings, base_name)
+    if keep_base and config.out_dim not in (None, base.dim):
+        raise ConfigurationError(
+            f"keeping the base mixes the tuned vector into the base's: train it {base.dim} "
+            "wide (leave out --dim), or keep no base"
+        )
     log.info(
         "%d training pairs (%d held out); base encoder %s",
         len(train_pairs),
