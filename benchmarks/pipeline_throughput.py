@@ -34,6 +34,7 @@ pipeline row also shows where its batches spent their time (from the worker's lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -97,6 +98,8 @@ class PipelineRun:
     batches: int = 0
     peak_rss_mib: float = float("nan")
     children_rss_mib: float = float("nan")
+    #: Cores busy over the steady part: the worker, its child processes, the broker.
+    cores: tuple[float, float, float] = (float("nan"),) * 3
 
 
 def rate(n: int, seconds: float) -> float:
@@ -186,15 +189,45 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def children_peak_rss_mib(pid: int) -> float:
+def child_pids(pid: int) -> list[int]:
     """The worker's child processes still running (its encoder process; decode processes
-    beside a GPU), their peak RSS summed."""
-    children = [
+    beside a GPU)."""
+    return [
         int(child)
         for task in Path(f"/proc/{pid}/task").iterdir()
         for child in (task / "children").read_text().split()
     ]
-    return sum(peak_rss_mib(child) for child in children)
+
+
+def children_peak_rss_mib(pid: int) -> float:
+    return sum(peak_rss_mib(child) for child in child_pids(pid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(worker: int, broker: int) -> tuple[float, float, float]:
+    """CPU seconds so far of the worker, its child processes and the broker."""
+    children = 0.0
+    for child in child_pids(worker):
+        with contextlib.suppress(OSError):
+            children += cpu_seconds(child)
+    return cpu_seconds(worker), children, cpu_seconds(broker)
+
+
+def describe_cpu(run: PipelineRun, cores: int) -> str:
+    """Where the machine's CPU went over the steady part, and the rate those cores would
+    carry at the same CPU cost per event if they were all busy."""
+    worker, children, broker = run.cores
+    per_event = (worker + children + broker) / run.steady_rate
+    return (
+        f"cores busy: worker {worker:.2f}, its child processes {children:.2f}, broker "
+        f"{broker:.2f} = {per_event * 1000:.2f} ms of CPU per event; at that cost {cores} "
+        f"busy cores would carry {cores / per_event:.0f} events/s"
+    )
 
 
 BATCH_LINE = re.compile(rb"batch of (\d+):.*?\(([^)]*)\)")
@@ -289,19 +322,20 @@ def run_pipeline(
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
             wait_until(lambda: client.get("/health").status_code == 200, 600, 0.5)
             up = time.perf_counter()
-            progress: list[tuple[float, int]] = []
+            progress: list[tuple[float, int, tuple[float, float, float]]] = []
             total = len(events)
 
             def done() -> bool:
-                progress.append((time.perf_counter(), indexed(client)))
+                cpu = cpu_split(worker.pid, broker.pid)
+                progress.append((time.perf_counter(), indexed(client), cpu))
                 return progress[-1][1] >= total
 
             wait_until(done, 3600, 0.5)
-            first = next(t for t, n in progress if n > 0)
-            low = next(t for t, n in progress if n >= 0.05 * total)
-            low_n = next(n for t, n in progress if n >= 0.05 * total)
-            high, high_n = next((t, n) for t, n in progress if n >= 0.95 * total)
+            first = next(t for t, n, _ in progress if n > 0)
+            low, low_n, low_cpu = next(p for p in progress if p[1] >= 0.05 * total)
+            high, high_n, high_cpu = next(p for p in progress if p[1] >= 0.95 * total)
             steady = rate(high_n - low_n, high - low)
+            cores = tuple((b - a) / (high - low) for a, b in zip(low_cpu, high_cpu, strict=True))
 
             time.sleep(2.0)  # idle: the consumer sits in its empty-fetch wait
             latencies, acks = [], []
@@ -325,7 +359,9 @@ def run_pipeline(
             worker.wait(timeout=60)
         stop_local_broker(broker_settings)
     batches, stages = batch_timings(log_path.read_bytes(), len(events))
-    return PipelineRun(publish, bare, steady, first - up, latencies, acks, stages, batches, *rss)
+    return PipelineRun(
+        publish, bare, steady, first - up, latencies, acks, stages, batches, *rss, cores
+    )
 
 
 def upload_events(
@@ -505,7 +541,7 @@ def main() -> None:
                             f"{run.batches} batches, mean per batch: {stages}; first "
                             f"image indexed {run.first_indexed_s:.1f}s after /health; worker "
                             f"peak RSS {run.peak_rss_mib:.0f} MiB, its child processes "
-                            f"{run.children_rss_mib:.0f} MiB",
+                            f"{run.children_rss_mib:.0f} MiB; {describe_cpu(run, tuning.cores)}",
                         ),
                     ]
                     lat = sorted(run.latencies_ms)
