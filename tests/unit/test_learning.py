@@ -172,6 +172,19 @@ def test_the_policy_needs_a_holdout_and_runs_one_cycle_at_a_time(tmp_path: Path)
             pass
 
 
+def test_the_policy_mixes_the_base_in_as_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "holdout").mkdir()
+    monkeypatch.setenv("LOOKALIKE_LEARN_KEEP_BASE", "0.7")
+    settings = Settings(data_dir=tmp_path, learn_holdout_dir=tmp_path / "holdout")
+    assert LearnPolicy.from_settings(settings).keep_base == 0.7
+    assert LearnPolicy.from_settings(settings, keep_base=0.0).keep_base == 0.0  # --keep-base 0
+    monkeypatch.setenv("LOOKALIKE_LEARN_KEEP_BASE", "1")  # the base alone: nothing learned
+    with pytest.raises(ValueError, match="learn_keep_base"):
+        Settings(data_dir=tmp_path)
+
+
 def test_learn_run_wait_steps_until_the_loop_settles(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

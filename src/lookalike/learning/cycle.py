@@ -222,7 +222,8 @@ class LearnCycle:
         return self.decisions.record(
             "trained",
             f"{summary['trained']} of {base} on {summary['train_pairs']} pairs, "
-            f"{summary['epochs']} epochs in {seconds:.0f} s",
+            f"{summary['epochs']} epochs in {seconds:.0f} s"
+            + (f", the base mixed in at {self.policy.keep_base}" if self.policy.keep_base else ""),
             summary["version"],
             summary | {"pairs_total": len(pairs), "seconds": seconds},
         )
