@@ -28,7 +28,9 @@ neighbourhoods and the categories a real encoder gives).
 
 Then, on each run's idle worker: publish-to-searchable latency of single uploads, from the
 moment the producer's send is acknowledged to the moment GET /images/{id} answers. Each
-pipeline row also shows where its batches spent their time (from the worker's log).
+pipeline row also shows where its batches spent their time (from the worker's log) and where
+the CPU went over the steady part (the worker, its child processes, the broker: /proc), with the
+rate all the machine's cores would carry at that CPU cost per event.
 """
 
 from __future__ import annotations

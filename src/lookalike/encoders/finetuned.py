@@ -59,10 +59,6 @@ def save_checkpoint(
     before it (its ``trainable_tail(tail_blocks)``), if those were trained too. ``keep_base``:
     the base's weight in the served vector (0: the tuned vector alone; see the module)."""
     check_keep_base(keep_base)
-    if keep_base and head.config["out_dim"] != base.dim:
-        raise ValueError(
-            f"keeping the base needs the tuned vector as wide as {base.name}'s ({base.dim})"
-        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(
