@@ -46,8 +46,10 @@ from lookalike.encoders.finetuned import ProjectionHead
 from lookalike.evaluation import click_scores, labelled_images, pair_key, retrieval_metrics
 from lookalike.events import TrainingPair
 from lookalike.images import BlobStore, decode_image
+from lookalike.index import open_index
+from lookalike.settings import Settings
 from lookalike.training.augment import Augmentation, view_pixels
-from lookalike.training.pair_data import ApiVectors, split_pairs
+from lookalike.training.pair_data import ApiVectors, IndexVectors, split_pairs
 
 
 @dataclass(frozen=True)
@@ -170,14 +172,26 @@ class MapTable:
         return table
 
 
-def image_reads(pairs: list[TrainingPair], api: str, version: str, blobs: BlobStore) -> dict:
+def image_reads(
+    pairs: list[TrainingPair], api: str | None, data_dir: Path, blobs: BlobStore
+) -> dict:
+    """How to read each pair image: its source reference as indexed under the version that
+    served the pairs' searches (through the worker at ``api``, else from the index on disk)."""
     ids = sorted(
         {p.positive for p in pairs}
         | {n for p in pairs for n in p.negatives}
         | {p.query.image_id for p in pairs if p.query.image_id}
     )
-    with httpx.Client(base_url=api, timeout=120) as client:
-        records = ApiVectors(client).payloads(version, ids)
+    version = pairs[0].model_version
+    if api:
+        with httpx.Client(base_url=api, timeout=120) as client:
+            records = ApiVectors(client).payloads(version, ids)
+    else:
+        index = open_index(Settings(data_dir=data_dir))
+        try:
+            records = IndexVectors(index).payloads(version, ids)
+        finally:
+            index.close()
     reads: dict[str, Any] = {}
     for image_id, record in records.items():
         if record.get("source_kind") == "file":
@@ -497,7 +511,14 @@ def _base(reference: Tuned, maps: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--api", help="the worker (only to build the maps' cache)")
+    parser.add_argument(
+        "--api", help="the worker (only to build the maps' cache; default: the index on disk)"
+    )
+    parser.add_argument(
+        "--base",
+        default="efficientnet-lite0",
+        help="the base encoder (its maps need a --cache of their own)",
+    )
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--holdout", type=Path, required=True)
     parser.add_argument("--cache", type=Path, required=True)
@@ -522,13 +543,13 @@ def main() -> None:
     parser.add_argument("--space", help="cluster pseudo-labels in these saved vectors (.npy)")
     args = parser.parse_args()
     configure_threads(args.threads)
-    encoder = load_encoder("efficientnet-lite0", precision="fp32")
+    encoder = load_encoder(args.base, precision="fp32")
     pairs = read_pairs(args.data_dir / "training-pairs")
     train_pairs, held = split_pairs(pairs, 0.1)
     blobs = BlobStore(args.data_dir / "blobs")
     maps = MapTable(encoder, args.cut, args.cache)
     table = maps.build(
-        lambda: image_reads(pairs, args.api, encoder.version, blobs),
+        lambda: image_reads(pairs, args.api, args.data_dir, blobs),
         args.views,
         Augmentation(),
         "pairs",
