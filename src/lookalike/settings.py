@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     batch_size: int | None = Field(
         default=None,
         ge=1,
-        description="Images per micro-batch. Unset: 32 on a CPU, 256 on a GPU.",
+        description="Images per micro-batch. Unset: 64 on a CPU, 256 on a GPU.",
     )
     batch_max_wait: float = Field(
         default=0.02,
@@ -208,14 +208,14 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         description="Processes decoding and resizing images, so decoding scales with the cores "
-        "(0: decode in the threads). Unset: 0 on a CPU device, where the encoder is the "
-        "bottleneck and takes the cores; cores - 2 beside a GPU.",
+        "(0: decode in the threads). Unset: 1 on a CPU device (0 on a single core), which takes "
+        "decoding off the GIL the worker's other stages share; cores - 2 beside a GPU.",
     )
     batches_in_flight: int | None = Field(
         default=None,
         ge=1,
         description="Micro-batches in flight (one decodes while another is embedded and another "
-        "written). Unset: 2 on a CPU, 3 on a GPU.",
+        "written). Unset: 3.",
     )
     encoder_process: bool | None = Field(
         default=None,

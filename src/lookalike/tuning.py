@@ -1,12 +1,14 @@
 """Throughput knobs chosen from the machine: the device the encoder runs on and the cores.
 
 Each knob is a setting; an unset one is chosen here. On a CPU the encoder is the bottleneck by
-an order of magnitude (benchmarks/pipeline_throughput.py), and the figures that were measured
-best on 2 cores stay: forward chunks of 8 (activations stay in cache), micro-batches of 32,
-4 decode threads, 2 batches in flight. Beside a GPU the model wants large chunks and the rest of
-the path must keep up with it: decoding moves to processes (Pillow in threads stays flat at
-about 1,400 images/s from 4 to 15 threads, measured on 16 cores), and a third batch is in
-flight so one is always waiting for the model.
+an order of magnitude (benchmarks/pipeline_throughput.py); what was measured best on 2 cores:
+forward chunks of 8 (activations stay in cache), and for the rest of the path micro-batches of
+64, 3 in flight and decoding in one process of its own, which takes decoding off the GIL the
+worker's event loop and writer share (with the stand-in encoder: 1,007-1,022 events/s against
+725-736/s decoding in threads, micro-batches of 32 and 2 in flight). Beside a GPU the model
+wants large chunks and the rest of the path must keep up with it: decoding moves to processes on
+all but two cores (Pillow in threads stays flat at about 1,400 images/s from 4 to 15 threads,
+measured on 16 cores).
 """
 
 from __future__ import annotations
@@ -50,10 +52,16 @@ class Tuning:
 
         return cls(
             inference_batch=pick(settings.inference_batch, 8, 128),
-            batch_size=pick(settings.batch_size, 32, 256),
-            batches_in_flight=pick(settings.batches_in_flight, 2, 3),
+            batch_size=pick(settings.batch_size, 64, 256),
+            batches_in_flight=pick(settings.batches_in_flight, 3, 3),
             decode_threads=pick(settings.decode_threads, 4, 4),
-            decode_processes=pick(settings.decode_processes, 0, max(1, cores - GPU_RESERVED_CORES)),
+            # On a CPU one process is enough (the encoder takes the other cores), and on one
+            # core a process only adds the transfers.
+            decode_processes=pick(
+                settings.decode_processes,
+                1 if cores > 1 else 0,
+                max(1, cores - GPU_RESERVED_CORES),
+            ),
             encoder_process=(
                 settings.encoder_process if settings.encoder_process is not None else not gpu
             ),
@@ -63,7 +71,7 @@ class Tuning:
 
     def describe(self) -> str:
         decode = (
-            f"{self.decode_processes} decode processes"
+            f"{self.decode_processes} decode process{'es' if self.decode_processes > 1 else ''}"
             if self.decode_processes
             else f"{self.decode_threads} decode threads"
         )

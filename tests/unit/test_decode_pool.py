@@ -7,6 +7,9 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -157,6 +160,46 @@ def test_a_dead_child_is_the_machines_trouble_and_the_pool_recovers() -> None:
         assert all(isinstance(image, DecodedImage) for image in decode(pool, [GOOD["plain"]] * 4))
     finally:
         pool.close()
+
+
+_HOLDS_A_POOL = """
+import sys
+from lookalike.images import DecodePool
+pool = DecodePool(threads=1, processes=1)
+pool.warm_up()
+print(*pool._children._processes, flush=True)
+sys.stdin.read()
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_children_leave_when_the_worker_is_killed() -> None:
+    """A killed worker (OOM killer, kill -9) must not leave its decode processes behind, each
+    holding its memory and waiting forever on the task queue."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _HOLDS_A_POOL], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert parent.stdout is not None
+        children = [int(pid) for pid in parent.stdout.readline().split()]
+        assert children and all(_alive(pid) for pid in children)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in children)
+    finally:
+        parent.kill()
 
 
 def test_invalid_sizes_refused() -> None:

@@ -21,7 +21,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -65,6 +68,18 @@ def decode_for_encoders(
 def _child_start() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     torch.set_num_threads(1)
+    # A pool's child waits on its task queue forever once the worker is killed (the queue's
+    # other end stays open in the child): leave with the parent instead of lingering.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_when_gone, args=(parent.sentinel,), name="parent-watch", daemon=True
+        ).start()
+
+
+def _exit_when_gone(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(0)
 
 
 def _decode_in_child(
@@ -114,7 +129,7 @@ class DecodePool:
 
     def describe(self) -> str:
         if self.processes:
-            return f"{self.processes} decode processes"
+            return f"{self.processes} decode process{'es' if self.processes > 1 else ''}"
         return f"{self.threads._max_workers} decode threads"
 
     def decode_many(
