@@ -209,9 +209,10 @@ class _FailureReport:
 
 @dataclass
 class WorkerExecutors:
-    """One thread per pipeline stage, so consecutive batches overlap (prepare fans out to the
-    pipeline's decode pool); API requests have their own threads so a search never queues
-    behind a whole batch's decoding; the model thread runs live batches before backfill chunks."""
+    """A thread per pipeline stage (two to prepare), so consecutive batches overlap (prepare
+    fans out to the pipeline's decode pool); API requests have their own threads so a search
+    never queues behind a whole batch's decoding; the model thread runs live batches before
+    backfill chunks."""
 
     prepare: ThreadPoolExecutor = field(init=False)
     model: PriorityExecutor = field(init=False)
@@ -224,7 +225,10 @@ class WorkerExecutors:
     backfill: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
-        self.prepare = ThreadPoolExecutor(1, thread_name_prefix="prepare")
+        # Two: while one batch waits for the decode process or its URLs, the next is parsed
+        # (1.04-1.14x events/s with the stand-in encoder). Their order does not matter: batches
+        # are written in arrival order (streams.batches).
+        self.prepare = ThreadPoolExecutor(2, thread_name_prefix="prepare")
         self.model = PriorityExecutor("embed")
         self.write = ThreadPoolExecutor(1, thread_name_prefix="write")
         self.api = ThreadPoolExecutor(2, thread_name_prefix="api")

@@ -4,11 +4,11 @@ Each knob is a setting; an unset one is chosen here. On a CPU the encoder is the
 an order of magnitude (benchmarks/pipeline_throughput.py); what was measured best on 2 cores:
 forward chunks of 8 (activations stay in cache), and for the rest of the path micro-batches of
 64, 3 in flight and decoding in one process of its own, which takes decoding off the GIL the
-worker's event loop and writer share (with the stand-in encoder: 1,007-1,022 events/s against
-725-736/s decoding in threads, micro-batches of 32 and 2 in flight). Beside a GPU the model
-wants large chunks and the rest of the path must keep up with it: decoding moves to processes on
-all but two cores (Pillow in threads stays flat at about 1,400 images/s from 4 to 15 threads,
-measured on 16 cores).
+worker's event loop and writer share (with the stand-in encoder, run alternately: 1.19-1.34x
+the events/s of decoding in threads with micro-batches of 32 and 2 in flight). Beside a GPU the
+model wants large chunks and the rest of the path must keep up with it: decoding moves to
+processes on all but two cores (Pillow in threads stays flat at about 1,400 images/s from 4 to
+15 threads, measured on 16 cores).
 """
 
 from __future__ import annotations

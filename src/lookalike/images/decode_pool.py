@@ -126,6 +126,7 @@ class DecodePool:
         self.processes = processes
         self.threads = ThreadPoolExecutor(threads, thread_name_prefix="decode")
         self._children: ProcessPoolExecutor | None = None
+        self._children_lock = threading.Lock()  # batches are prepared in two threads
 
     def describe(self) -> str:
         if self.processes:
@@ -178,7 +179,7 @@ class DecodePool:
                 )
             )
         except BrokenProcessPool:
-            self._discard_pool()
+            self._discard_pool(children)
             raise ServiceUnavailable(
                 "a decode process died (out of memory, or killed); the batch is retried on "
                 "fresh processes (LOOKALIKE_DECODE_PROCESSES sets how many)"
@@ -186,18 +187,21 @@ class DecodePool:
         return [_from_child(outcome) for outcome in outcomes]
 
     def _pool(self) -> Executor:
-        if self._children is None:
-            self._children = ProcessPoolExecutor(
-                self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_child_start,
-            )
-        return self._children
+        with self._children_lock:
+            if self._children is None:
+                self._children = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_child_start,
+                )
+            return self._children
 
-    def _discard_pool(self) -> None:
-        children, self._children = self._children, None
-        if children is not None:
-            children.shutdown(wait=False, cancel_futures=True)
+    def _discard_pool(self, broken: Executor) -> None:
+        """Drop ``broken``; a pool another thread already started in its place is kept."""
+        with self._children_lock:
+            if self._children is broken:
+                self._children = None
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def warm_up(self) -> None:
         """Start the children now (spawning imports torch: seconds), not on the first batch."""
