@@ -9,9 +9,12 @@ import os
 import sys
 from pathlib import Path
 
+from lookalike.images import blobs
+
 FLAG = Path(os.environ["FULL_DISK_FLAG"])
 BLOBS = os.environ["LOOKALIKE_BLOB_DIR"]
 _write_bytes = Path.write_bytes
+_write_all = blobs._write_all
 
 
 def write_bytes(path: Path, data: bytes) -> int:
@@ -20,7 +23,14 @@ def write_bytes(path: Path, data: bytes) -> int:
     return _write_bytes(path, data)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    if FLAG.exists():  # the only descriptors _write_all is given are the blob folder's packs
+        raise OSError(errno.ENOSPC, "No space left on device")
+    _write_all(fd, data)
+
+
 Path.write_bytes = write_bytes  # type: ignore[method-assign]
+blobs._write_all = write_all
 
 if __name__ == "__main__":
     from lookalike.cli import main

@@ -243,11 +243,11 @@ async def test_writer_cuts_and_keeps_the_whole_value_on_disk(
     ledger: DeadLetterLedger, tmp_path: Path
 ) -> None:
     from lookalike.consumers.dead_letters import DeadLetterLimits
-    from lookalike.images import BlobStore
+    from lookalike.images import BlobFiles
 
     value = b'{"image": "' + b"B" * (3 * MIB) + b'"}'
     send = FakeSend()
-    limits = DeadLetterLimits(1000, MIB, BlobStore(tmp_path / "payloads", "payloads", None))
+    limits = DeadLetterLimits(1000, MIB, BlobFiles(tmp_path / "payloads", "payloads", None))
     assert await DeadLetterWriter(send, ledger, limits).write(_huge_letter(value))
     sent = DeadLetter.model_validate_json(send.calls[0][1])
     assert len(send.calls[0][1]) < 2000 + 1000

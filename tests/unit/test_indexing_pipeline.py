@@ -418,34 +418,47 @@ def test_tiny_encoder_vectors(encoder: TinyEncoder) -> None:
 
 
 class FullDisk:
-    """While ``full``, writing a file raises ENOSPC, as a full disk does (the integration test
-    fills a real tmpfs instead)."""
+    """While ``full``, writing a blob raises ENOSPC, as a full disk does: a pack write after
+    half its bytes, a file write at once (the integration test fills a real tmpfs instead)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import errno
+        import os
+
+        from lookalike.images import blobs
 
         self.full = True
-        real_write = Path.write_bytes
+        real_write_bytes = Path.write_bytes
+        real_write_all = blobs._write_all
 
         def write_bytes(path: Path, data: bytes) -> int:
             if self.full:
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
-            return real_write(path, data)
+            return real_write_bytes(path, data)
+
+        def write_all(fd: int, data: bytes) -> None:
+            if self.full:
+                os.write(fd, data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_write_all(fd, data)
 
         monkeypatch.setattr(Path, "write_bytes", write_bytes)
+        monkeypatch.setattr(blobs, "_write_all", write_all)
 
 
+@pytest.mark.parametrize("packs", [True, False], ids=["packs", "files"])
 def test_full_disk_is_retried_not_dead_lettered(
     encoder: TinyEncoder,
     index: QdrantIndex,
     fetcher: ImageFetcher,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    packs: bool,
 ) -> None:
     from lookalike.errors import StorageUnavailable
     from lookalike.images import BlobStore
 
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = BlobStore(tmp_path / "blobs", packs=packs)
     p = make_pipeline(encoder, index, fetcher, blobs=blobs)
     disk = FullDisk(monkeypatch)
     batch = messages([inline("a", GOOD_A), b"{broken", inline("b", GOOD_B)])
@@ -457,7 +470,10 @@ def test_full_disk_is_retried_not_dead_lettered(
         assert str(tmp_path / "blobs") in message
         assert info.value.component == "storage"
         assert index.count(encoder.version) == 0
-        assert not list((tmp_path / "blobs").rglob("*.tmp"))  # no half-written files left
+        # No half-written bytes left: no temporary file, the pack cut back to nothing.
+        assert not list((tmp_path / "blobs").rglob("*.tmp"))
+        assert all(f.stat().st_size == 0 for f in (tmp_path / "blobs").rglob("*.pack"))
+        assert len(list((tmp_path / "blobs").rglob("*.pack"))) == (1 if packs else 0)
 
         disk.full = False  # the operator freed some space: the retry loses nothing
         result = p.process(batch)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import DeadLetter
 from ..executors import run_in
-from ..images import BlobStore
+from ..images import BlobFiles
 from .sqlite_store import open_store
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class DeadLetterLimits:
 
     payload_bytes: int = 65_536
     record_bytes: int = 1_048_576
-    payloads: BlobStore | None = None
+    payloads: BlobFiles | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeadLetterLimits:
@@ -119,7 +119,7 @@ class DeadLetterLimits:
             payload_bytes=settings.dead_letter_payload_bytes,
             # Headroom for the record batch framing around one record.
             record_bytes=settings.max_message_bytes - 1_024,
-            payloads=BlobStore(settings.dead_letter_payloads_path, "dead-letter payloads", None)
+            payloads=BlobFiles(settings.dead_letter_payloads_path, "dead-letter payloads", None)
             if keep
             else None,
         )

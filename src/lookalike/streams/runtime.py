@@ -57,7 +57,7 @@ class Runtime:
         self.index = open_index(settings)
         self.registry = VersionRegistry(self.index)
         self.clocks = ClockStore(self.index)
-        self.blobs = BlobStore(settings.blobs_path)
+        self.blobs = BlobStore(settings.blobs_path, packs=settings.blob_packs)
         repaired = self.registry.reconcile(self.index.serving_version())
         if repaired:
             log.warning("version registry: %s (the worker stopped half-way)", repaired)
@@ -255,6 +255,7 @@ class Runtime:
         self.models.close()
         self.fetcher.close()
         self.ledger.close()
+        self.blobs.close()
         self.alerts.close()
         self.click_join.close()
         self.index.close()
