@@ -71,15 +71,25 @@ class StandInEncoder(Encoder):
         return colours @ self.projection
 
     def embed_tensors(self, tensors: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
-        embedded = super().embed_tensors(tensors)  # pays the fixed cost for every image
-        if not self.vectors or len(embedded) == 0:
-            return embedded
-        rng = np.random.default_rng()
-        for row, pixels in enumerate(tensors):
-            known = self.vectors.get(pixel_digest(pixels)) if pixels.dtype == torch.uint8 else None
-            if known is not None:
-                noisy = known + rng.normal(0.0, NOISE / np.sqrt(self.dim), self.dim)
-                embedded[row] = noisy / np.linalg.norm(noisy)
+        """Every image pays the fixed cost (asleep); a known one gets its real vector plus noise
+        without computing the projection, so the stand-in's own CPU stays small beside the
+        streaming path it stands in for."""
+        known = [
+            self.vectors.get(pixel_digest(pixels)) if pixels.dtype == torch.uint8 else None
+            for pixels in tensors
+        ]
+        unknown = [n for n, vector in enumerate(known) if vector is None]
+        if len(unknown) == len(known):
+            return super().embed_tensors(tensors)  # the projection, asleep in forward_features
+        time.sleep(self.seconds_per_image * (len(known) - len(unknown)))
+        embedded = np.empty((len(known), self.dim), dtype=np.float32)
+        if unknown:
+            embedded[unknown] = super().embed_tensors([tensors[n] for n in unknown])
+        rows = [n for n, vector in enumerate(known) if vector is not None]
+        noisy = np.stack([known[n] for n in rows]) + np.random.default_rng().normal(
+            0.0, NOISE / np.sqrt(self.dim), (len(rows), self.dim)
+        )
+        embedded[rows] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
         return embedded
 
 
