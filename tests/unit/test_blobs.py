@@ -115,7 +115,6 @@ def test_a_full_index_is_a_full_disk_and_leaves_no_bytes(tmp_path: Path, threads
     pack cut back so no unindexed bytes stay."""
     store = BlobStore(tmp_path)
     store.put_many([item(0)], threads)
-    assert store.packs is not None
     db = store.packs._connect(create=True)
     pages = db.execute("PRAGMA page_count").fetchone()[0]
     db.execute(f"PRAGMA max_page_count = {pages}")  # a real SQLITE_FULL on the next insert

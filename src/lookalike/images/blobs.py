@@ -96,10 +96,12 @@ class BlobFiles:
             raise
         return digest
 
-    def put_many(self, items: Sequence[tuple[bytes, str]], executor: Executor) -> None:
-        """Keep each (data, sha256) in ``executor``'s threads: file creation and writes release
-        the GIL, so a micro-batch's blobs are written side by side, not one after another."""
-        for _ in executor.map(lambda item: self.put(*item), items):
+    def put_many(
+        self, items: Sequence[tuple[bytes, str]], executor: Executor | None = None
+    ) -> None:
+        """Keep each (data, sha256), in ``executor``'s threads when given: file creation and
+        writes release the GIL, so a micro-batch's blobs are written side by side."""
+        for _ in (executor.map if executor else map)(lambda item: self.put(*item), items):
             pass  # drains the map: the first error (a full disk) raises here
 
     def get(self, sha256: str) -> bytes | None:
@@ -229,39 +231,35 @@ class BlobStore:
 
     def __init__(self, root: Path, packs: bool = True) -> None:
         self.root = root
-        self.packs = BlobPacks(root) if packs else None
+        self.packs = BlobPacks(root)
         self.files = BlobFiles(root)
-        self._readers = BlobPacks(root) if self.packs is None else self.packs
+        self.writes_packs = packs
 
     def put(self, data: bytes, sha256: str | None = None) -> str:
         """Keep ``data``; ``sha256``: its digest when the caller has it already."""
         digest = sha256 or hashlib.sha256(data).hexdigest()
-        if self.packs is None:
-            return self.files.put(data, digest)
-        self._append([(data, digest)])
+        self.put_many([(data, digest)])
         return digest
 
-    def put_many(self, items: Sequence[tuple[bytes, str]], executor: Executor) -> None:
+    def put_many(
+        self, items: Sequence[tuple[bytes, str]], executor: Executor | None = None
+    ) -> None:
         """Keep each (data, sha256); ``executor``: threads for the file-per-blob writes."""
-        if self.packs is None:
+        if not self.writes_packs:
             self.files.put_many(items, executor)
-        else:
-            self._append(items)
-
-    def get(self, sha256: str) -> bytes | None:
-        packed = self._readers.get(sha256)
-        return packed if packed is not None else self.files.get(sha256)
-
-    def close(self) -> None:
-        self._readers.close()
-
-    def _append(self, items: Sequence[tuple[bytes, str]]) -> None:
-        assert self.packs is not None
+            return
         try:
             self.packs.put_many(items)
         except OSError as exc:
             _raise_if_storage(exc, self.files.what, self.root, self.files.setting)
             raise
+
+    def get(self, sha256: str) -> bytes | None:
+        packed = self.packs.get(sha256)
+        return packed if packed is not None else self.files.get(sha256)
+
+    def close(self) -> None:
+        self.packs.close()
 
 
 def _raise_if_storage(error: OSError, what: str, root: Path, setting: str | None) -> None:
