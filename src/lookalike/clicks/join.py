@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..consumers.sqlite_store import open_store
 from ..events import Click, ConsumedMessage, PairQuery, SearchServed, TrainingPair
+from ..sqlite_files import open_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS searches (
@@ -109,7 +109,7 @@ class ClickJoin:
     def __init__(self, path: Path, *, window: float, grace: float) -> None:
         self.window = window
         self.grace = grace
-        self._db = open_store(path, "SELECT 1")
+        self._db = open_sqlite(path)
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 

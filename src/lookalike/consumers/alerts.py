@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from ..events import CategoryAlert
 from ..executors import run_in
+from ..sqlite_files import open_sqlite
 from .dead_letters import SendFn
-from .sqlite_store import open_store
 
 Status = Literal["open", "confirmed", "dismissed"]
 
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 
 class AlertStore:
     def __init__(self, path: Path) -> None:
-        self._db = open_store(path, _SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA)
         self._lock = threading.Lock()
 
     def add(self, alert: CategoryAlert) -> bool:

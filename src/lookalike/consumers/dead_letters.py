@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import DeadLetter
 from ..executors import run_in
 from ..images import BlobFiles
-from .sqlite_store import open_store
+from ..sqlite_files import open_sqlite
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -51,7 +51,7 @@ class DeadLetterLedger:
     """Durable, idempotent record of dead letters (one row per source message)."""
 
     def __init__(self, path: Path) -> None:
-        self._db = open_store(path, _SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA)
         self._lock = threading.Lock()
 
     def seen(self, topic: str, partition: int, offset: int) -> bool:

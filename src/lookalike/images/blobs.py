@@ -33,6 +33,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from ..errors import StorageUnavailable
+from ..sqlite_files import open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +195,12 @@ class BlobPacks:
             if not create and not self.db_path.exists():
                 return None  # nothing packed yet: do not create the folder to read
             self.folder.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(
-                self.db_path, check_same_thread=False, isolation_level=None, timeout=30
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # a commit survives the process being killed
-            db.execute(
+            self._db = open_sqlite(
+                self.db_path,
                 "CREATE TABLE IF NOT EXISTS blobs (sha256 BLOB PRIMARY KEY, pack TEXT NOT NULL, "
-                "offset INTEGER NOT NULL, length INTEGER NOT NULL) WITHOUT ROWID"
+                "offset INTEGER NOT NULL, length INTEGER NOT NULL) WITHOUT ROWID",
+                synchronous="NORMAL",  # a commit survives the process being killed
             )
-            self._db = db
         return self._db
 
     @staticmethod

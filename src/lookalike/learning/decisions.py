@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..consumers.sqlite_store import open_store
 from ..errors import NotFound
+from ..sqlite_files import open_sqlite
 from ..utc import utcnow_iso
 
 Kind = Literal[
@@ -59,7 +59,7 @@ class Decision:
 class DecisionLog:
     def __init__(self, folder: Path) -> None:
         self.path = folder / "decisions.sqlite"
-        self.db = open_store(self.path, SCHEMA)
+        self.db = open_sqlite(self.path, SCHEMA)
         self.lock = threading.Lock()
 
     def close(self) -> None:

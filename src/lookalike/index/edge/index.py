@@ -38,6 +38,7 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
+from ...sqlite_files import open_sqlite
 from ..base import FILTERABLE_FIELDS, Hit, IndexPoint, Quantization, point_id, without
 from .queries import (
     EXACT_MAX_POINTS,
@@ -48,7 +49,7 @@ from .queries import (
     search,
     search_batch,
 )
-from .records import SqliteRecordStore, open_records_db
+from .records import SqliteRecordStore
 from .space import OptimizerPolicy, Space, read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class EdgeIndex:
         self.quantization = quantization
         self.policy = policy or OptimizerPolicy()
         root.mkdir(parents=True, exist_ok=True)
-        self._db = open_records_db(root / "records.sqlite")
+        self._db = open_sqlite(root / "records.sqlite", synchronous="NORMAL")
         self._db_lock = threading.Lock()
         self._spaces: dict[tuple[str, str], Space] = {}
         self._spaces_lock = threading.RLock()
