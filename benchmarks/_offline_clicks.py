@@ -47,7 +47,7 @@ def second_round(
             results = [keys[catalogue[j]] for j in shown]
             relevant = [categories[catalogue[j]] == categories[q] for j in shown]
             clicked: set[str] = set()
-            search = f"offline-{seed}-{number}"
+            search = f"{version}-{seed}-{number}"
             for rank in buyer.clicked_ranks(relevant, rng):
                 image = results[rank - 1]
                 pairs.append(

@@ -538,7 +538,10 @@ def main() -> None:
     parser.add_argument(
         "--second-round",
         type=Path,
-        help="train also on a second round of simulated clicks on these saved table vectors",
+        action="append",
+        default=[],
+        help="train also on a second round of simulated clicks on these saved table vectors; "
+        "again for a third round (on the vectors of a model the second round trained), ...",
     )
     parser.add_argument("--space", help="cluster pseudo-labels in these saved vectors (.npy)")
     args = parser.parse_args()
@@ -572,16 +575,22 @@ def main() -> None:
     reference = Tuned(encoder, args.cut, -1)
     base_plain = nn.functional.normalize(_base(reference, table["maps"][:, 0]), dim=1)
     categories = _categories(table["keys"], args.sets) if args.sets else None
-    if args.second_round:  # a second round of simulated clicks, on a tuned model's ranking
+    for number, served in enumerate(args.second_round, start=2):
+        # another round of simulated clicks, on a tuned model's ranking
         assert categories and args.gallery, "--second-round needs --sets and --gallery"
-        second = second_round(table["keys"], np.load(args.second_round), categories)
+        more = second_round(
+            table["keys"],
+            table_vectors(served, table["keys"]),
+            categories,
+            version=f"offline-round-{number}",
+        )
         relevant = np.mean(
-            [categories[rows[p.positive]] == categories[rows[pair_key(p)]] for p in second]
+            [categories[rows[p.positive]] == categories[rows[pair_key(p)]] for p in more]
         )
         print(
-            json.dumps({"second_round_pairs": len(second), "relevant": round(float(relevant), 3)})
+            json.dumps({"round": number, "pairs": len(more), "relevant": round(float(relevant), 3)})
         )
-        train_pairs = train_pairs + second
+        train_pairs = train_pairs + more
     # Clicks only (no base-neighbour links): purer communities here (0.93 of each community's
     # images share its majority category, vs 0.74 with the neighbour links), if fragmented.
     graph = communities(
@@ -622,7 +631,7 @@ def main() -> None:
         if variant.loss != "nce" or variant.hard_negatives:
             if variant.space not in spaces and variant.space.endswith(".npy"):
                 # the table vectors of an earlier variant (--save-vectors), same --gallery
-                spaces[variant.space] = np.load(variant.space)
+                spaces[variant.space] = table_vectors(Path(variant.space), table["keys"])
             elif variant.space not in spaces:
                 head, _ = train(VARIANTS["head"], encoder, args.cut, table, data, base_plain)
                 spaces[variant.space] = embed(head, table["maps"][:, 0])
@@ -637,7 +646,9 @@ def main() -> None:
         result |= score(model, reference, hold, labels, held, table, rows)
         if args.save_vectors:
             args.save_vectors.mkdir(parents=True, exist_ok=True)
-            np.save(args.save_vectors / f"{variant.name}.npy", embed(model, table["maps"][:, 0]))
+            saved = args.save_vectors / f"{variant.name}.npy"
+            np.save(saved, embed(model, table["maps"][:, 0]))
+            saved.with_suffix(".keys.json").write_text(json.dumps(table["keys"]))
             np.save(
                 args.save_vectors / f"{variant.name}.holdout.npy", embed(model, hold["maps"][:, 0])
             )
@@ -645,6 +656,20 @@ def main() -> None:
         print(line, flush=True)
         with open(args.cache / "results.jsonl", "a") as out:
             out.write(line + "\n")
+
+
+def table_vectors(path: Path, keys: list[str]) -> np.ndarray:
+    """Saved table vectors (``--save-vectors``) in the order of this run's ``keys``: tables of
+    another ``--cut`` or ``--base`` list the same images in another order."""
+    vectors = np.load(path)
+    saved_keys = path.with_suffix(".keys.json")
+    if saved_keys.is_file():
+        row = {key: i for i, key in enumerate(json.loads(saved_keys.read_text()))}
+        return vectors[[row[key] for key in keys]]
+    if len(vectors) != len(keys):
+        raise SystemExit(f"{path} has {len(vectors)} rows for a table of {len(keys)}")
+    print(f"{path}: no {saved_keys.name}, so assumed in this table's order (same --cache)")
+    return vectors
 
 
 def pseudo_labels(
