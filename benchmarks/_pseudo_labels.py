@@ -5,9 +5,8 @@ categories, 93% pure), and a proxy loss over them pushes apart communities that 
 together. These group images more coarsely, from the same clicks and an encoder's vectors, and
 read no category:
 
-- ``lookalike.training.pseudo_labels.merge_groups`` (the product's, as ``train --pseudo-groups``
-  uses it): average-linkage merging of click communities by the cosine of their mean vectors,
-  down to ``k``, then ``keep_agreeing`` drops the images whose neighbours disagree;
+- :func:`merge_communities`: average-linkage merging of click communities by the cosine of their
+  mean vectors (a click between two communities counts as extra similarity), down to ``k``;
 - :func:`constrained_kmeans`: spherical k-means over click components (images linked by clicks
   move together, weighted by their size);
 - :func:`spectral`: the click graph plus mutual nearest neighbours, its normalised Laplacian's
@@ -100,6 +99,61 @@ def constrained_kmeans(
     return _kmeans(means, k, sizes, seed)[comp]
 
 
+def merge_communities(
+    groups: np.ndarray,
+    vectors: np.ndarray,
+    k: int,
+    graph_links: np.ndarray | None = None,
+    link_weight: float = 0.0,
+) -> np.ndarray:
+    """Average-linkage merging of ``groups`` (one number per image) by the mean cosine between
+    their images, plus ``link_weight`` x clicks between them per image pair, down to ``k``."""
+    numbers = np.unique(groups)
+    member = [np.flatnonzero(groups == g) for g in numbers]
+    x = _normalise(vectors)
+    sums = np.array([x[m].sum(0) for m in member])
+    sizes = np.array([len(m) for m in member], dtype=float)
+    # average pairwise cosine between groups a, b = sums_a . sums_b / (n_a n_b)
+    dot = sums @ sums.T
+    links = np.zeros_like(dot) if graph_links is None else graph_links.astype(float).copy()
+    alive = list(range(len(member)))
+    label = np.arange(len(member))
+    while len(alive) > k:
+        a_idx = np.array(alive)
+        sim = dot[np.ix_(a_idx, a_idx)] / np.outer(sizes[a_idx], sizes[a_idx])
+        sim = sim + link_weight * links[np.ix_(a_idx, a_idx)] / np.outer(sizes[a_idx], sizes[a_idx])
+        np.fill_diagonal(sim, -np.inf)
+        i, j = np.unravel_index(np.argmax(sim), sim.shape)
+        a, b = a_idx[i], a_idx[j]
+        dot[a, :] += dot[b, :]
+        dot[:, a] += dot[:, b]
+        links[a, :] += links[b, :]
+        links[:, a] += links[:, b]
+        sizes[a] += sizes[b]
+        label[label == b] = a
+        alive.remove(b)
+    renumber = {old: new for new, old in enumerate(alive)}
+    per_group = np.array([renumber[label[i]] for i in range(len(member))])
+    out = np.empty(len(groups), dtype=int)
+    for i, m in enumerate(member):
+        out[m] = per_group[i]
+    return out
+
+
+def group_links(pairs: Sequence[TrainingPair], keys: Sequence[str], groups: np.ndarray):
+    """Clicks between each two groups (symmetric matrix over group numbers)."""
+    index = {k: i for i, k in enumerate(keys)}
+    n = groups.max() + 1
+    links = np.zeros((n, n))
+    for (query, clicked), count in click_edges(pairs).items():
+        if query in index and clicked in index:
+            a, b = groups[index[query]], groups[index[clicked]]
+            if a != b:
+                links[a, b] += count
+                links[b, a] += count
+    return links
+
+
 def affinity(
     pairs: Sequence[TrainingPair],
     keys: Sequence[str],
@@ -156,6 +210,17 @@ def propagate(
             if n >= agree * k:
                 out[i] = label
     return out
+
+
+def agreeing(labels: np.ndarray, vectors: np.ndarray, k: int = 10, agree: float = 0.5):
+    """``labels`` with those set to -1 whose ``k`` nearest neighbours mostly (less than
+    ``agree`` of them) carry another label: the ambiguous images at a group's edge."""
+    x = _normalise(vectors)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argpartition(-sims, k, axis=1)[:, :k]
+    share = (labels[nearest] == labels[:, None]).mean(1)
+    return np.where((share >= agree) & (labels >= 0), labels, -1)
 
 
 def purity(groups: Sequence[int], categories: Sequence[str | None]) -> dict:

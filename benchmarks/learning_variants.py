@@ -50,7 +50,6 @@ from lookalike.index import open_index
 from lookalike.settings import Settings
 from lookalike.training.augment import Augmentation, view_pixels
 from lookalike.training.pair_data import ApiVectors, IndexVectors, split_pairs
-from lookalike.training.pseudo_labels import keep_agreeing, merge_groups
 
 
 @dataclass(frozen=True)
@@ -693,13 +692,13 @@ def pseudo_labels(
         groups = pl.constrained_kmeans(pairs, clicked_keys, clicked_vectors, int(k))
     elif method == "merge":
         louvain = pl.louvain(pairs, clicked_keys, 1.0)
-        groups = merge_groups(louvain, clicked_vectors, int(k))
+        groups = pl.merge_communities(louvain, clicked_vectors, int(k))
     elif method == "spectral":
         groups = pl.spectral(pl.affinity(pairs, clicked_keys, clicked_vectors), int(k))
     else:
         raise ValueError(f"unknown pseudo-labels {variant.pseudo}")
     if variant.keep_agree:
-        groups = keep_agreeing(groups, clicked_vectors, agree=variant.keep_agree)
+        groups = pl.agreeing(groups, clicked_vectors, k=10, agree=variant.keep_agree)
     rest = np.full(len(keys) - clicked, -1)
     if variant.propagate and len(rest):
         rest = pl.propagate(np.concatenate([groups, rest]), groups, vectors, k=variant.propagate)

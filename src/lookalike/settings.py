@@ -396,13 +396,6 @@ class Settings(BaseSettings):
         description="With LOOKALIKE_LEARN_TAIL: augmented views per training image "
         "(`train --views`; 1: none).",
     )
-    learn_pseudo_groups: int = Field(
-        default=0,
-        ge=0,
-        description="Train each candidate in two rounds, the second also pulling together this "
-        "many groups the first round's model finds in the clicks (`train --pseudo-groups`; 0: "
-        "one round). Doubles the training time.",
-    )
     learn_keep_base: float = Field(
         default=0.0,
         ge=0.0,

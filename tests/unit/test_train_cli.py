@@ -150,18 +150,6 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
     )
     assert viewed_summary["config"]["views"] == 3
     assert load_encoder(viewed_summary["model"]).version == viewed_summary["version"]
-    # --pseudo-groups: a first round on the clicks alone, whose vectors group the images; the
-    # second also pulls those groups together. Both rounds' states stay for a resume.
-    grouped_out = tmp_path / "grouped"
-    grouped = trained(
-        "--out", str(grouped_out), "--epochs", "1", "--tail", "--pseudo-groups", "3",
-        "--pseudo-agree", "0",
-    )  # fmt: skip
-    assert grouped["pseudo_labels"]["groups"] == 3
-    assert grouped["pseudo_labels"]["labelled_images"] == grouped["pseudo_labels"]["images"]
-    assert grouped["first_round"]["epochs"] == 1 and grouped["config"]["pseudo_groups"] == 3
-    assert (grouped_out / "train-state-round1.pt").is_file()
-    assert load_encoder(grouped["model"]).version == grouped["version"]
     head_views = CliRunner().invoke(
         lookalike.cli.main, [*args, "--out", str(tmp_path / "hv"), "--views", "3", "--json"]
     )

@@ -57,7 +57,6 @@ def _show(decision: Any, as_json: bool) -> None:
 @click.option("--tail/--head-only", default=None, help="[env LOOKALIKE_LEARN_TAIL]")
 @click.option("--tail-blocks", type=int, default=None, help="[env LOOKALIKE_LEARN_TAIL_BLOCKS]")
 @click.option("--views", type=int, default=None, help="[env LOOKALIKE_LEARN_VIEWS]")
-@click.option("--pseudo-groups", type=int, default=None, help="[env LOOKALIKE_LEARN_PSEUDO_GROUPS]")
 @click.option(
     "--keep-base",
     type=click.FloatRange(0, 1, max_open=True),
@@ -87,7 +86,6 @@ def learn_run(
     tail: bool | None,
     tail_blocks: int | None,
     views: int | None,
-    pseudo_groups: int | None,
     keep_base: float | None,
     require_approval: bool | None,
     wait: bool,
@@ -113,7 +111,6 @@ def learn_run(
             tail=tail,
             tail_blocks=tail_blocks,
             views=views,
-            pseudo_groups=pseudo_groups,
             keep_base=keep_base,
             require_approval=require_approval,
         )

@@ -157,23 +157,6 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
     "once and run through the trunk once per view.",
 )
 @click.option(
-    "--pseudo-groups",
-    type=click.IntRange(0),
-    default=0,
-    show_default=True,
-    help="Train in two rounds: the second also pulls together this many groups of images that "
-    "the first round's model finds in the clicks (pseudo-labels; no category is read). 0: one "
-    "round. Twice the training time.",
-)
-@click.option(
-    "--pseudo-agree",
-    type=click.FloatRange(0, 1),
-    default=0.9,
-    show_default=True,
-    help="With --pseudo-groups: the share of an image's 10 nearest that must sit in its group "
-    "for it to keep its label.",
-)
-@click.option(
     "--keep-base",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.0,
@@ -203,8 +186,6 @@ def train_command(
     tail_lr: float,
     tail_blocks: int,
     views: int,
-    pseudo_groups: int,
-    pseudo_agree: float,
     keep_base: float,
     seed: int,
     restart: bool,
@@ -230,8 +211,6 @@ def train_command(
         tail_learning_rate=tail_lr if tail else 0.0,
         tail_blocks=tail_blocks if tail else 0,
         views=views,
-        pseudo_groups=pseudo_groups,
-        pseudo_agree=pseudo_agree,
         seed=seed,
     )
     try:

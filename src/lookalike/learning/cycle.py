@@ -55,7 +55,6 @@ class LearnPolicy:
     tail: bool
     tail_blocks: int
     views: int
-    pseudo_groups: int
     keep_base: float
 
     @classmethod
@@ -70,7 +69,6 @@ class LearnPolicy:
             "tail": settings.learn_tail,
             "tail_blocks": settings.learn_tail_blocks,
             "views": settings.learn_views,
-            "pseudo_groups": settings.learn_pseudo_groups,
             "keep_base": settings.learn_keep_base,
         } | {k: v for k, v in overrides.items() if v is not None}
         if values["holdout_dir"] is None:
@@ -207,7 +205,6 @@ class LearnCycle:
             tail_learning_rate=TAIL_LEARNING_RATE if self.policy.tail else 0.0,
             tail_blocks=self.policy.tail_blocks if self.policy.tail else 0,
             views=self.policy.views if self.policy.tail else 1,
-            pseudo_groups=self.policy.pseudo_groups,
         )
         started = time.monotonic()
         summary = train_candidate(

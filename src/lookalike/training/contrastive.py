@@ -1,5 +1,4 @@
-"""Contrastive training of a projection head on click pairs (InfoNCE), with an optional second
-term that pulls pseudo-label groups together (``GroupProxies``).
+"""Contrastive training of a projection head on click pairs (InfoNCE).
 
 For each pair the query must score its clicked image above every other candidate in the batch:
 the other pairs' clicked images (in-batch negatives) and every logged negative in the batch
@@ -19,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -30,10 +28,6 @@ from .pair_data import PairTensors
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train-state.pt"
-#: The pseudo-label term: NormSoftmax over one learned proxy per group, on this many labelled
-#: images per step, at this temperature (measured on the README's split: benchmarks/).
-PROXY_BATCH = 256
-PROXY_TEMPERATURE = 0.1
 
 
 @dataclass(frozen=True)
@@ -59,11 +53,6 @@ class TrainConfig:
     #: Share of the pairs held out of training (by pair id: see ``pair_data.split_pairs``) and
     #: scored afterwards, base and candidate alike, from images each model embeds itself.
     holdout_fraction: float = 0.1
-    #: > 0: train twice; the second round also pulls together this many groups of images that
-    #: the first round's model finds in the clicks (``training.pseudo_labels``).
-    pseudo_groups: int = 0
-    #: Of an image's 10 nearest, the share that must sit in its group for it to keep its label.
-    pseudo_agree: float = 0.9
     seed: int = 0
 
 
@@ -118,39 +107,9 @@ def info_nce(
     return nn.functional.cross_entropy(logits, targets)
 
 
-class GroupProxies(nn.Module):
-    """The pseudo-label term: one learned proxy per group, each starting at its group's mean
-    vector (``start``: a normalised vector per table row under the untrained model); each of
-    ``PROXY_BATCH`` labelled rows drawn at random must score its group's proxy above the
-    others' (NormSoftmax)."""
-
-    def __init__(self, groups: torch.Tensor, start: torch.Tensor) -> None:
-        super().__init__()
-        self.groups = groups
-        self.labelled = torch.nonzero(groups >= 0).flatten()
-        means = torch.zeros(int(groups.max()) + 1, start.shape[1])
-        means.index_add_(0, groups[self.labelled], start[self.labelled])
-        self.proxies = nn.Parameter(nn.functional.normalize(means, dim=1))
-
-    def loss(self, model: nn.Module, data: PairTensors, generator: torch.Generator) -> torch.Tensor:
-        order = torch.randperm(len(self.labelled), generator=generator)
-        pick = self.labelled[order[:PROXY_BATCH]]
-        vectors = nn.functional.normalize(model(data.rows(pick)), dim=1)
-        logits = vectors @ nn.functional.normalize(self.proxies, dim=1).T / PROXY_TEMPERATURE
-        return nn.functional.cross_entropy(logits, self.groups[pick])
-
-    def summary(self) -> dict[str, int]:
-        return {
-            "groups": len(self.proxies),
-            "labelled_images": len(self.labelled),
-            "images": len(self.groups),
-        }
-
-
 class Trainer:
     """``tail``: the base's last block (a copy: training changes it), when the data rows are
-    the trunk's feature maps; None when they are base vectors. ``groups``: a pseudo-label per
-    row (-1: none) for ``GroupProxies``; ``state_file``: where the resumable state goes."""
+    the trunk's feature maps; None when they are base vectors."""
 
     def __init__(
         self,
@@ -159,13 +118,11 @@ class Trainer:
         digest: str,
         out_dir: Path,
         tail: nn.Module | None = None,
-        groups: torch.Tensor | None = None,
-        state_file: str = STATE_FILE,
     ) -> None:
         self.config = config
         self.data = data
         self.digest = digest
-        self.state_path = out_dir / state_file
+        self.state_path = out_dir / STATE_FILE
         self.train_rows = torch.arange(len(data))
         torch.manual_seed(config.seed)
         self.tail = tail
@@ -176,16 +133,12 @@ class Trainer:
             with torch.no_grad():
                 self.head.net.weight.copy_(torch.eye(in_dim))
                 self.head.net.bias.zero_()
-        params: list[dict] = [{"params": self.head.parameters(), "lr": config.learning_rate}]
+        groups: list[dict] = [{"params": self.head.parameters(), "lr": config.learning_rate}]
         if tail is not None:
-            params.append({"params": tail.parameters(), "lr": config.tail_learning_rate})
+            groups.append({"params": tail.parameters(), "lr": config.tail_learning_rate})
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         # The model stays in eval mode: batch norm keeps the base's statistics.
         self.model: nn.Module = nn.Sequential(tail, self.head) if tail else self.head
-        self.groups: GroupProxies | None = None
-        if groups is not None:
-            self.groups = GroupProxies(groups, torch.from_numpy(self.embed_rows()))
-            params.append({"params": self.groups.parameters(), "lr": config.learning_rate})
-        self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
         self.epoch = 0
         self.history: list[EpochReport] = []
         self.generator = torch.Generator().manual_seed(config.seed + 1)
@@ -202,8 +155,6 @@ class Trainer:
                 "another --out folder, or --restart to start over"
             )
         self.head.load_state_dict(state["head"])
-        if self.groups is not None:
-            self.groups.load_state_dict(state["groups"])
         if self.tail is not None:
             if state.get("tail") is None:
                 raise ConfigurationError(f"{self.state_path} holds no tail state: use --restart")
@@ -222,7 +173,6 @@ class Trainer:
                 "digest": self.digest,
                 "head": self.head.state_dict(),
                 "tail": self.tail.state_dict() if self.tail is not None else None,
-                "groups": self.groups.state_dict() if self.groups is not None else None,
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(),
                 "epoch": self.epoch,
@@ -250,8 +200,6 @@ class Trainer:
                 if len(batch) < 2:
                     continue
                 loss = info_nce(self.model, self.data, batch, self.config.temperature)
-                if self.groups is not None:
-                    loss = loss + self.groups.loss(self.model, self.data, self.generator)
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
@@ -270,15 +218,6 @@ class Trainer:
                 on_epoch(report)
         return self.history
 
-    def embed_rows(self, chunk: int = 256) -> np.ndarray:
-        """The model's normalised vector of every table row (view 0: the image as served)."""
-        with torch.no_grad():
-            parts = [
-                nn.functional.normalize(self.model(self.data.served(rows)), dim=1)
-                for rows in torch.arange(len(self.data.vectors)).split(chunk)
-            ]
-        return torch.cat(parts).numpy()
-
     def _trained(self) -> str:
         if self.tail is None:
             return "head"
@@ -288,8 +227,7 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         seconds = [h.seconds for h in self.history if h.seconds]
-        pseudo = {"pseudo_labels": self.groups.summary()} if self.groups is not None else {}
-        return pseudo | {
+        return {
             "train_pairs": len(self.train_rows),
             "epochs": self.epoch,
             "final_loss": round(self.history[-1].loss, 4) if self.history else None,

@@ -5,12 +5,10 @@ from __future__ import annotations
 import copy
 import logging
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-import torch
 from tqdm import tqdm
 
 from ..clicks import read_pairs
@@ -34,12 +32,10 @@ from .pair_data import (
     pairs_digest,
     split_pairs,
 )
-from .pseudo_labels import pseudo_labels
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
-FIRST_ROUND_STATE_FILE = "train-state-round1.pt"
 
 
 def _vector_source(settings: Settings, stack: ExitStack) -> VectorSource:
@@ -111,54 +107,6 @@ def _train(trainer: Trainer, config: TrainConfig, progress: bool) -> None:
             log.info("epoch %d: loss %.4f (%.1f s)", report.epoch, report.loss, report.seconds)
 
         trainer.run(on_step, on_epoch)
-
-
-def _resume_and_train(trainer: Trainer, config: TrainConfig, progress: bool) -> None:
-    if trainer.resume():
-        log.info("resuming from epoch %d of %d", trainer.epoch, config.epochs)
-    _train(trainer, config, progress)
-
-
-def _pseudo_labels(
-    config: TrainConfig,
-    data: PairTensors,
-    digest: str,
-    out_dir: Path,
-    split: TrainableTail | None,
-    progress: bool,
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The first of two rounds: a model trained on the clicks alone, whose vectors group the
-    click communities into ``config.pseudo_groups`` pseudo-labels for the second (and the
-    round's report)."""
-    log.info("round 1 of 2: the clicks alone, to find %d pseudo-label groups", config.pseudo_groups)
-    first = Trainer(
-        replace(config, pseudo_groups=0),
-        data,
-        digest,
-        out_dir,
-        copy.deepcopy(split.tail) if split else None,
-        state_file=FIRST_ROUND_STATE_FILE,
-    )
-    _resume_and_train(first, first.config, progress)
-    groups = pseudo_labels(
-        data.queries, data.positives, first.embed_rows(), config.pseudo_groups, config.pseudo_agree
-    )
-    labelled = int((groups >= 0).sum())
-    if not labelled:
-        raise ConfigurationError(
-            f"no image kept a pseudo-label (agreement {config.pseudo_agree}): lower "
-            "--pseudo-agree, or train without --pseudo-groups"
-        )
-    log.info(
-        "round 2 of 2: %d groups over %d of %d images, beside the clicks",
-        len(set(groups.tolist()) - {-1}),
-        labelled,
-        len(groups),
-    )
-    report = first.summary()
-    return torch.from_numpy(groups), {
-        "first_round": {k: report[k] for k in ("epochs", "final_loss", "seconds_per_epoch")}
-    }
 
 
 def train_from_pairs(
@@ -233,20 +181,16 @@ def train_candidate(
     )
     indexed_version = indexed_version or base.version
     data, split = _pair_tensors(settings, train_pairs, base, config, progress, indexed_version)
-    digest = pairs_digest(pairs)
-    if restart:
-        for state in (STATE_FILE, FIRST_ROUND_STATE_FILE):
-            (out_dir / state).unlink(missing_ok=True)
-    groups, first_round = None, {}
-    if config.pseudo_groups:
-        groups, first_round = _pseudo_labels(config, data, digest, out_dir, split, progress)
     # A copy: the base encoder itself stays as it is.
     trainer = Trainer(
-        config, data, digest, out_dir, copy.deepcopy(split.tail) if split else None, groups
+        config, data, pairs_digest(pairs), out_dir, copy.deepcopy(split.tail) if split else None
     )
-    _resume_and_train(trainer, config, progress)
-    summary = trainer.summary() | first_round
-    summary |= {"base_version": base.version, "keep_base": keep_base}
+    if restart:
+        (out_dir / STATE_FILE).unlink(missing_ok=True)
+    elif trainer.resume():
+        log.info("resuming from epoch %d of %d", trainer.epoch, config.epochs)
+    _train(trainer, config, progress)
+    summary = trainer.summary() | {"base_version": base.version, "keep_base": keep_base}
     model_path, version = _save(out_dir, base, trainer, summary, keep_base)
     name, other = reference or ("base", base)
     candidate = fp32_encoder(settings, str(model_path))
