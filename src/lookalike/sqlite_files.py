@@ -8,15 +8,18 @@ import sqlite3
 from pathlib import Path
 
 
-def open_sqlite(path: Path, *statements: str, synchronous: str = "FULL") -> sqlite3.Connection:
+def open_sqlite(
+    path: Path, *statements: str, synchronous: str = "FULL", busy_timeout: float = 5.0
+) -> sqlite3.Connection:
     """Autocommit, WAL (readers don't block the writer), shared across threads: callers
     serialise access with their own lock. ``statements`` run once (the schema). ``synchronous``
     FULL: each write is durable on return; NORMAL: a committed write survives the process
-    being killed, not the machine losing power (cheaper on every commit)."""
+    being killed, not the machine losing power (cheaper on every commit). ``busy_timeout``:
+    seconds a write waits for another process's write to finish before it fails."""
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_timeout)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
     for statement in statements:

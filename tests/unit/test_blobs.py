@@ -131,3 +131,13 @@ def test_a_full_index_is_a_full_disk_and_leaves_no_bytes(tmp_path: Path, threads
 def test_a_bad_digest_is_refused(tmp_path: Path, threads) -> None:
     with pytest.raises(ValueError, match="not a sha256"):
         BlobStore(tmp_path).put_many([(b"x", "../../etc/passwd")], threads)
+
+
+def test_writers_in_other_processes_wait_for_the_packs_index(tmp_path: Path) -> None:
+    """Every writing process commits to one ``packs.sqlite``: a write waits up to 30 s for
+    another's to finish instead of failing after SQLite's usual 5 s."""
+    store = BlobStore(tmp_path)
+    store.put(b"x")
+    db = store.packs._connect(create=False)
+    assert db is not None and db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    store.close()

@@ -200,6 +200,7 @@ class BlobPacks:
                 "CREATE TABLE IF NOT EXISTS blobs (sha256 BLOB PRIMARY KEY, pack TEXT NOT NULL, "
                 "offset INTEGER NOT NULL, length INTEGER NOT NULL) WITHOUT ROWID",
                 synchronous="NORMAL",  # a commit survives the process being killed
+                busy_timeout=30,  # every writing process commits to this one index
             )
         return self._db
 
