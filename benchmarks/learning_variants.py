@@ -66,7 +66,9 @@ class Variant:
     # Pseudo-labels for "groups" / "proxy" / "supcon" (see _pseudo_labels): "louvain" (click
     # communities), "kmeans:K" (click components as one point), "merge:K", "spectral:K"; in
     # the vectors of ``space``: "base", "head" (an InfoNCE head trained first on the pairs), or
-    # a .npy file of an earlier variant's table vectors (--save-vectors).
+    # a .npy file of an earlier variant's table vectors (--save-vectors). "labels": the true
+    # categories of every table image (needs --sets): not a click variant but the ceiling
+    # that labels would give the same training, to measure the clicks' variants against.
     logged: bool = True  # the logged negatives (results shown above a click) in InfoNCE
     two_hop: bool = False  # also pairs two clicks apart (see two_hop_pairs)
     distill: float = 0.0  # weight of neighbour_distillation on the batch's images
@@ -635,7 +637,9 @@ def main() -> None:
             elif variant.space not in spaces:
                 head, _ = train(VARIANTS["head"], encoder, args.cut, table, data, base_plain)
                 spaces[variant.space] = embed(head, table["maps"][:, 0])
-            groups = pseudo_labels(variant, train_pairs, table["keys"], clicked_rows, spaces)
+            groups = pseudo_labels(
+                variant, train_pairs, table["keys"], clicked_rows, spaces, categories
+            )
             if variant.loss not in ("nce+groups", "groups"):  # those keep the first measure's
                 data.groups = torch.from_numpy(groups)
             if categories:  # measured with the labels after the fact only
@@ -673,12 +677,23 @@ def table_vectors(path: Path, keys: list[str]) -> np.ndarray:
 
 
 def pseudo_labels(
-    variant: Variant, pairs: list[TrainingPair], keys: list[str], clicked: int, spaces: dict
+    variant: Variant,
+    pairs: list[TrainingPair],
+    keys: list[str],
+    clicked: int,
+    spaces: dict,
+    categories: list[str | None] | None,
 ) -> np.ndarray:
     """Pseudo-label per table row (-1: none) from the clicks and the vectors of
-    ``variant.space``; rows past ``clicked`` (unclicked images) only by propagation."""
+    ``variant.space``; rows past ``clicked`` (unclicked images) only by propagation. "labels":
+    the true category of every row (the labelled ceiling, not a click variant)."""
     vectors = spaces[variant.space]
     method, _, k = variant.pseudo.partition(":")
+    if method == "labels":
+        if not categories:
+            raise SystemExit("pseudo=labels needs --sets (the split's labelled folders)")
+        names = sorted({c for c in categories if c})
+        return np.array([names.index(c) if c else -1 for c in categories])
     clicked_keys, clicked_vectors = keys[:clicked], vectors[:clicked]
     if method == "louvain":
         found = communities(

@@ -54,6 +54,9 @@ def _show(decision: Any, as_json: bool) -> None:
 @click.option("--min-new-pairs", type=int, default=None, help="[env LOOKALIKE_LEARN_MIN_NEW_PAIRS]")
 @click.option("--margin", type=float, default=None, help="[env LOOKALIKE_LEARN_MARGIN]")
 @click.option("--epochs", type=int, default=None, help="[env LOOKALIKE_LEARN_EPOCHS]")
+@click.option(
+    "--batch-size", type=click.IntRange(2), default=None, help="[env LOOKALIKE_LEARN_BATCH_SIZE]"
+)
 @click.option("--tail/--head-only", default=None, help="[env LOOKALIKE_LEARN_TAIL]")
 @click.option("--tail-blocks", type=int, default=None, help="[env LOOKALIKE_LEARN_TAIL_BLOCKS]")
 @click.option("--views", type=int, default=None, help="[env LOOKALIKE_LEARN_VIEWS]")
@@ -83,6 +86,7 @@ def learn_run(
     min_new_pairs: int | None,
     margin: float | None,
     epochs: int | None,
+    batch_size: int | None,
     tail: bool | None,
     tail_blocks: int | None,
     views: int | None,
@@ -108,6 +112,7 @@ def learn_run(
             min_new_pairs=min_new_pairs,
             margin=margin,
             epochs=epochs,
+            batch_size=batch_size,
             tail=tail,
             tail_blocks=tail_blocks,
             views=views,

@@ -52,6 +52,7 @@ class LearnPolicy:
     recall_tolerance: float
     require_approval: bool
     epochs: int
+    batch_size: int
     tail: bool
     tail_blocks: int
     views: int
@@ -66,6 +67,7 @@ class LearnPolicy:
             "recall_tolerance": settings.learn_recall_tolerance,
             "require_approval": settings.learn_require_approval,
             "epochs": settings.learn_epochs,
+            "batch_size": settings.learn_batch_size,
             "tail": settings.learn_tail,
             "tail_blocks": settings.learn_tail_blocks,
             "views": settings.learn_views,
@@ -80,6 +82,16 @@ class LearnPolicy:
         if not Path(values["holdout_dir"]).is_dir():
             raise ConfigurationError(f"holdout folder {values['holdout_dir']} is not a folder")
         return cls(**values)
+
+    def train_config(self) -> TrainConfig:
+        """What a candidate trains with: the tail's settings only when the tail trains."""
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            tail_learning_rate=TAIL_LEARNING_RATE if self.tail else 0.0,
+            tail_blocks=self.tail_blocks if self.tail else 0,
+            views=self.views if self.tail else 1,
+        )
 
 
 @contextmanager
@@ -200,12 +212,7 @@ class LearnCycle:
         # A fine-tuned serving version trains its successor from the same base encoder.
         base = getattr(getattr(reference, "base", None), "name", None) or serving["encoder"]
         out = self.settings.learn_path / "candidates" / time.strftime("%Y%m%dT%H%M%S")
-        config = TrainConfig(
-            epochs=self.policy.epochs,
-            tail_learning_rate=TAIL_LEARNING_RATE if self.policy.tail else 0.0,
-            tail_blocks=self.policy.tail_blocks if self.policy.tail else 0,
-            views=self.policy.views if self.policy.tail else 1,
-        )
+        config = self.policy.train_config()
         started = time.monotonic()
         summary = train_candidate(
             self.settings,
