@@ -64,9 +64,10 @@ class Variant:
     hard_negatives: int = 0  # base neighbours of other click communities, never clicked
     anchor: float = 0.0  # weight of 1 - cos(tuned, base) on the batch's images
     # Pseudo-labels for "groups" / "proxy" / "supcon" (see _pseudo_labels): "louvain" (click
-    # communities), "kmeans:K" (click components as one point), "merge:K", "spectral:K"; in
-    # the vectors of ``space``: "base", "head" (an InfoNCE head trained first on the pairs), or
-    # a .npy file of an earlier variant's table vectors (--save-vectors). "labels": the true
+    # communities; "louvain:R": at resolution R over every row, lower is coarser), "kmeans:K"
+    # (click components as one point), "merge:K", "spectral:K"; in the vectors of ``space``:
+    # "base", "head" (an InfoNCE head trained first on the pairs), or a .npy file of an
+    # earlier variant's table vectors (--save-vectors). "labels": the true
     # categories of every table image (needs --sets): not a click variant but the ceiling
     # that labels would give the same training, to measure the clicks' variants against.
     logged: bool = True  # the logged negatives (results shown above a click) in InfoNCE
@@ -84,6 +85,7 @@ class Variant:
     lr: float = 2e-3
     tail_lr: float = 3e-4
     batch: int = 256
+    seed: int = 0  # batch order, view and group draws (--set seed=1: a repeat of the variant)
 
 
 VARIANTS = {
@@ -458,7 +460,7 @@ def train(variant: Variant, encoder: Any, cut: int, table: dict, data: Batchable
         params.append({"params": [proxies], "lr": variant.lr})
     optimizer = torch.optim.AdamW(params, weight_decay=1e-4)
     model.eval()  # batch norm keeps the base's statistics
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(variant.seed)
     seconds = []
     for _ in tqdm(range(variant.epochs), desc=variant.name, unit="epoch"):
         started = time.perf_counter()
@@ -695,6 +697,10 @@ def pseudo_labels(
         names = sorted({c for c in categories if c})
         return np.array([names.index(c) if c else -1 for c in categories])
     clicked_keys, clicked_vectors = keys[:clicked], vectors[:clicked]
+    if method == "louvain" and k:
+        # Louvain at resolution k over every row's clicks (a later round clicks unclicked
+        # catalogue images too), communities of >= 5 images
+        return pl.sizes_at_least(pl.louvain(pairs, keys, float(k)), 5)
     if method == "louvain":
         found = communities(
             pairs,

@@ -403,6 +403,13 @@ class Settings(BaseSettings):
         description="With LOOKALIKE_LEARN_TAIL: augmented views per training image "
         "(`train --views`; 1: none).",
     )
+    learn_click_groups: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Also pull together the communities of the click graph found at this "
+        "Louvain resolution (`train --click-groups`; 0: off). For pairs that hold a second "
+        "round of clicks, on a fine-tuned model's results.",
+    )
     learn_keep_base: float = Field(
         default=0.0,
         ge=0.0,

@@ -192,9 +192,11 @@ def test_the_policy_trains_with_its_batch_size_and_the_tail_only_when_set(
     monkeypatch.setenv("LOOKALIKE_LEARN_BATCH_SIZE", "64")
     monkeypatch.setenv("LOOKALIKE_LEARN_TAIL_BLOCKS", "3")
     monkeypatch.setenv("LOOKALIKE_LEARN_VIEWS", "5")
+    monkeypatch.setenv("LOOKALIKE_LEARN_CLICK_GROUPS", "0.3")
     settings = Settings(data_dir=tmp_path, learn_holdout_dir=tmp_path / "holdout")
     config = LearnPolicy.from_settings(settings).train_config()
     assert (config.batch_size, config.tail_blocks, config.views) == (64, 3, 5)
+    assert config.click_groups == 0.3
     assert config.tail_learning_rate > 0
     head_only = LearnPolicy.from_settings(settings, tail=False, batch_size=32).train_config()
     assert (head_only.batch_size, head_only.tail_blocks, head_only.views) == (32, 0, 1)

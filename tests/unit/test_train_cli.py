@@ -146,9 +146,11 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
     )
     # --views: augmented views of every image through the trunk; the result loads.
     viewed_summary = trained(
-        "--out", str(tmp_path / "views"), "--epochs", "1", "--tail", "--views", "3"
-    )
+        "--out", str(tmp_path / "views"), "--epochs", "1", "--tail", "--views", "3",
+        "--click-groups", "0.3",
+    )  # fmt: skip
     assert viewed_summary["config"]["views"] == 3
+    assert viewed_summary["config"]["click_groups"] == 0.3
     assert load_encoder(viewed_summary["model"]).version == viewed_summary["version"]
     head_views = CliRunner().invoke(
         lookalike.cli.main, [*args, "--out", str(tmp_path / "hv"), "--views", "3", "--json"]

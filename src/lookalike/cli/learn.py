@@ -61,6 +61,12 @@ def _show(decision: Any, as_json: bool) -> None:
 @click.option("--tail-blocks", type=int, default=None, help="[env LOOKALIKE_LEARN_TAIL_BLOCKS]")
 @click.option("--views", type=int, default=None, help="[env LOOKALIKE_LEARN_VIEWS]")
 @click.option(
+    "--click-groups",
+    type=click.FloatRange(0),
+    default=None,
+    help="[env LOOKALIKE_LEARN_CLICK_GROUPS]",
+)
+@click.option(
     "--keep-base",
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
@@ -90,6 +96,7 @@ def learn_run(
     tail: bool | None,
     tail_blocks: int | None,
     views: int | None,
+    click_groups: float | None,
     keep_base: float | None,
     require_approval: bool | None,
     wait: bool,
@@ -116,6 +123,7 @@ def learn_run(
             tail=tail,
             tail_blocks=tail_blocks,
             views=views,
+            click_groups=click_groups,
             keep_base=keep_base,
             require_approval=require_approval,
         )

@@ -56,6 +56,7 @@ class LearnPolicy:
     tail: bool
     tail_blocks: int
     views: int
+    click_groups: float
     keep_base: float
 
     @classmethod
@@ -71,6 +72,7 @@ class LearnPolicy:
             "tail": settings.learn_tail,
             "tail_blocks": settings.learn_tail_blocks,
             "views": settings.learn_views,
+            "click_groups": settings.learn_click_groups,
             "keep_base": settings.learn_keep_base,
         } | {k: v for k, v in overrides.items() if v is not None}
         if values["holdout_dir"] is None:
@@ -91,6 +93,7 @@ class LearnPolicy:
             tail_learning_rate=TAIL_LEARNING_RATE if self.tail else 0.0,
             tail_blocks=self.tail_blocks if self.tail else 0,
             views=self.views if self.tail else 1,
+            click_groups=self.click_groups,
         )
 
 

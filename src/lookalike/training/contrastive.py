@@ -1,4 +1,5 @@
-"""Contrastive training of a projection head on click pairs (InfoNCE).
+"""Contrastive training of a projection head on click pairs (InfoNCE), optionally with a second
+term that pulls together the groups the click graph forms (``GroupProxies``).
 
 For each pair the query must score its clicked image above every other candidate in the batch:
 the other pairs' clicked images (in-batch negatives) and every logged negative in the batch
@@ -18,16 +19,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..encoders.finetuned import ProjectionHead
 from ..errors import ConfigurationError
+from .click_groups import MIN_GROUP, click_groups
 from .pair_data import PairTensors
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train-state.pt"
+#: The group term: NormSoftmax over one learned proxy per group, on this many grouped images
+#: per step, at this temperature (as measured in benchmarks/learning_variants.py).
+PROXY_BATCH = 256
+PROXY_TEMPERATURE = 0.1
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,9 @@ class TrainConfig:
     #: Share of the pairs held out of training (by pair id: see ``pair_data.split_pairs``) and
     #: scored afterwards, base and candidate alike, from images each model embeds itself.
     holdout_fraction: float = 0.1
+    #: > 0: also pull together the communities of the click graph found at this Louvain
+    #: resolution (``click_groups``; lower: fewer, larger groups). 0: the pairs alone.
+    click_groups: float = 0.0
     seed: int = 0
 
 
@@ -107,6 +117,35 @@ def info_nce(
     return nn.functional.cross_entropy(logits, targets)
 
 
+class GroupProxies(nn.Module):
+    """The group term: one learned proxy per group, each starting at its group's mean vector
+    (``start``: a normalised vector per table row under the untrained model); each of
+    ``PROXY_BATCH`` grouped rows drawn at random must score its group's proxy above the
+    others' (NormSoftmax)."""
+
+    def __init__(self, groups: torch.Tensor, start: torch.Tensor) -> None:
+        super().__init__()
+        self.groups = groups
+        self.grouped = torch.nonzero(groups >= 0).flatten()
+        means = torch.zeros(int(groups.max()) + 1, start.shape[1])
+        means.index_add_(0, groups[self.grouped], start[self.grouped])
+        self.proxies = nn.Parameter(nn.functional.normalize(means, dim=1))
+
+    def loss(self, model: nn.Module, data: PairTensors, generator: torch.Generator) -> torch.Tensor:
+        order = torch.randperm(len(self.grouped), generator=generator)
+        pick = self.grouped[order[:PROXY_BATCH]]
+        vectors = nn.functional.normalize(model(data.rows(pick)), dim=1)
+        logits = vectors @ nn.functional.normalize(self.proxies, dim=1).T / PROXY_TEMPERATURE
+        return nn.functional.cross_entropy(logits, self.groups[pick])
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "groups": len(self.proxies),
+            "grouped_images": len(self.grouped),
+            "images": len(self.groups),
+        }
+
+
 class Trainer:
     """``tail``: the base's last block (a copy: training changes it), when the data rows are
     the trunk's feature maps; None when they are base vectors."""
@@ -133,15 +172,49 @@ class Trainer:
             with torch.no_grad():
                 self.head.net.weight.copy_(torch.eye(in_dim))
                 self.head.net.bias.zero_()
-        groups: list[dict] = [{"params": self.head.parameters(), "lr": config.learning_rate}]
+        params: list[dict] = [{"params": self.head.parameters(), "lr": config.learning_rate}]
         if tail is not None:
-            groups.append({"params": tail.parameters(), "lr": config.tail_learning_rate})
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+            params.append({"params": tail.parameters(), "lr": config.tail_learning_rate})
         # The model stays in eval mode: batch norm keeps the base's statistics.
         self.model: nn.Module = nn.Sequential(tail, self.head) if tail else self.head
+        self.groups = self._groups()
+        if self.groups is not None:
+            params.append({"params": self.groups.parameters(), "lr": config.learning_rate})
+        self.optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
         self.epoch = 0
         self.history: list[EpochReport] = []
         self.generator = torch.Generator().manual_seed(config.seed + 1)
+
+    def _groups(self) -> GroupProxies | None:
+        if not self.config.click_groups:
+            return None
+        rows = len(self.data.vectors)
+        groups = click_groups(
+            self.data.queries, self.data.positives, rows, self.config.click_groups
+        )
+        if not (groups >= 0).any():
+            log.warning(
+                "the clicks form no group of %d images or more: training on the pairs alone",
+                MIN_GROUP,
+            )
+            return None
+        log.info(
+            "click groups: %d over %d of %d images (Louvain resolution %s)",
+            int(groups.max()) + 1,
+            int((groups >= 0).sum()),
+            rows,
+            self.config.click_groups,
+        )
+        return GroupProxies(torch.from_numpy(groups), torch.from_numpy(self.embed_rows()))
+
+    def embed_rows(self, chunk: int = 256) -> np.ndarray:
+        """The model's normalised vector of every table row (view 0: the image as served)."""
+        with torch.no_grad():
+            parts = [
+                nn.functional.normalize(self.model(self.data.served(rows)), dim=1)
+                for rows in torch.arange(len(self.data.vectors)).split(chunk)
+            ]
+        return torch.cat(parts).numpy()
 
     # --- resumable state ---------------------------------------------------------------------
     def resume(self) -> bool:
@@ -155,6 +228,8 @@ class Trainer:
                 "another --out folder, or --restart to start over"
             )
         self.head.load_state_dict(state["head"])
+        if self.groups is not None:
+            self.groups.load_state_dict(state["groups"])
         if self.tail is not None:
             if state.get("tail") is None:
                 raise ConfigurationError(f"{self.state_path} holds no tail state: use --restart")
@@ -173,6 +248,7 @@ class Trainer:
                 "digest": self.digest,
                 "head": self.head.state_dict(),
                 "tail": self.tail.state_dict() if self.tail is not None else None,
+                "groups": self.groups.state_dict() if self.groups is not None else None,
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(),
                 "epoch": self.epoch,
@@ -200,6 +276,8 @@ class Trainer:
                 if len(batch) < 2:
                     continue
                 loss = info_nce(self.model, self.data, batch, self.config.temperature)
+                if self.groups is not None:
+                    loss = loss + self.groups.loss(self.model, self.data, self.generator)
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
@@ -227,7 +305,8 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         seconds = [h.seconds for h in self.history if h.seconds]
-        return {
+        grouped = {"click_groups": self.groups.summary()} if self.groups is not None else {}
+        return grouped | {
             "train_pairs": len(self.train_rows),
             "epochs": self.epoch,
             "final_loss": round(self.history[-1].loss, 4) if self.history else None,

@@ -123,6 +123,11 @@ class PairTensors:
             views=self.views,
         )
 
+    def served(self, index: torch.Tensor) -> torch.Tensor:
+        """The table's rows at ``index`` as served (view 0)."""
+        picked = self.vectors[index]
+        return picked if self.views == 1 else picked[:, 0]
+
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """The table's rows at ``index``; with augmented views, a random view of each (view 0
         is the image as served)."""
