@@ -2,11 +2,11 @@
 
 The click graph links each query image to the images clicked for it. One round of clicks, all
 collected on one model's results, falls apart into many small communities (the README's split:
-73 for 10 categories), because a click only ever links an image to that model's top 10. Once a
+74 for 10 categories), because a click only ever links an image to that model's top 10. Once a
 fine-tuned model serves, its clicks link what the first model kept apart, and the graph of both
-rounds has a few large communities that are nearly pure (Louvain at resolution 0.3: 17 groups
-over 1,892 images, 97% of each group's images in one category, measured with the labels after
-the fact). ``contrastive.GroupProxies`` pulls each group together beside the pairs' own loss.
+rounds has a few large communities that are nearly pure (Louvain at resolution 0.3: 20 groups
+over 1,932 images, 95% of each group's images in its majority category, measured with the
+labels after the fact: ``benchmarks/click_groups.py``). ``contrastive.GroupProxies`` pulls each group together beside the pairs' own loss.
 Nothing here reads a category.
 """
 
