@@ -6,7 +6,8 @@ collected on one model's results, falls apart into many small communities (the R
 fine-tuned model serves, its clicks link what the first model kept apart, and the graph of both
 rounds has a few large communities that are nearly pure (Louvain at resolution 0.3: 20 groups
 over 1,932 images, 95% of each group's images in its majority category, measured with the
-labels after the fact: ``benchmarks/click_groups.py``). ``contrastive.GroupProxies`` pulls each group together beside the pairs' own loss.
+labels after the fact: ``benchmarks/click_groups.py``). ``contrastive.GroupProxies`` pulls
+each group together beside the pairs' own loss.
 Nothing here reads a category.
 """
 
