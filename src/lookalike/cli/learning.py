@@ -162,9 +162,9 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
     default=0.0,
     show_default=True,
     help="Also pull together the communities of the click graph, found at this Louvain "
-    "resolution (lower: fewer, larger groups; 0.1 measured best in the README). For pairs "
-    "that hold a second round of clicks, on a fine-tuned model's results: one round's graph "
-    "falls into many small communities. 0: the pairs alone.",
+    "resolution (lower: fewer, larger groups; measured best in the README: 0.1 on two rounds "
+    "of clicks, 0.3 on three). For pairs that hold a second round of clicks, on a fine-tuned "
+    "model's results: one round's graph falls into many small communities. 0: the pairs alone.",
 )
 @click.option(
     "--keep-base",
