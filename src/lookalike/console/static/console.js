@@ -350,14 +350,21 @@
 
   // --- Alerts ------------------------------------------------------------------------------------
   const alerts = {
+    loads: 0,
+
     async load() {
       const status = $("#alert-status").value;
       const query = status ? `?status=${status}&limit=50` : "?limit=50";
+      // Entering the view and changing the filter each load: only the latest answer may fill the
+      // list, or a slower earlier one (another filter) overwrites it.
+      const mine = ++alerts.loads;
       try {
         const answer = await api(`/alerts${query}`);
+        if (mine !== alerts.loads) return;
         $("#alerts-count").textContent = `${answer.alerts.length} shown`;
         fill("#alerts", answer.alerts.length ? answer.alerts.map(alerts.card) : el("p", { class: "muted" }, "No alerts here."));
       } catch (error) {
+        if (mine !== alerts.loads) return;
         $("#alerts-count").textContent = "";
         fill("#alerts", el("p", { class: "muted" }, explain(error)));
       }
