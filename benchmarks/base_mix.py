@@ -1,12 +1,16 @@
-"""Holdout metrics of fine-tuned checkpoints mixed with their base, by weight, to choose ``W``.
+"""Holdout metrics of fine-tuned checkpoints with their base mixed in, by weight or by anchor
+slots, to choose ``W`` or ``N``.
 
     .venv/bin/python benchmarks/base_mix.py --holdout demo/sets/holdout demo/model/model.pt [...]
 
 For each checkpoint, every holdout image is embedded by the base encoder and by the checkpoint
-(fp32), and each weight's vectors normalize(W x base + (1 - W) x tuned), which is what
-``lookalike train --keep-base W`` saves and serves, are scored leave-one-out as ``lookalike
-eval`` scores them. One JSON line per checkpoint and weight. The weight that keeps the base's
-Recall@10 is then chosen on this holdout, so its figures are optimistic for it.
+(fp32), and scored leave-one-out as ``lookalike eval`` scores them: for each weight, the vectors
+normalize(W x base + (1 - W) x tuned), which is what ``lookalike train --keep-base W`` saves and
+serves; for each number of slots, the tuned ranking with the base's top N kept on each first
+page of 10, which is what search serves with the base as the anchor and
+``LOOKALIKE_SEARCH_ANCHOR_SLOTS=N`` (and what ``lookalike eval --against --anchor-slots N``
+reports). One JSON line per checkpoint and weight or slots. A weight or a number of slots
+chosen on this holdout is optimistic for it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,15 @@ from PIL import Image
 
 from lookalike.encoders import configure_threads, load_encoder
 from lookalike.evaluation import labelled_images, retrieval_metrics
+from lookalike.evaluation.metrics import (
+    METRICS,
+    anchored_orders,
+    leave_one_out_orders,
+    ranking_metrics,
+)
 
 WEIGHTS = (0.0, 0.3, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8)
+SLOTS = (1, 2, 3, 4, 5)
 
 
 def holdout_vectors(name: str, files: list[Path]) -> np.ndarray:
@@ -45,8 +56,18 @@ def main() -> None:
     labelled = labelled_images(args.holdout)
     files, labels = [f for f, _ in labelled], [c for _, c in labelled]
     base = holdout_vectors(args.base, files)
+    base_orders = leave_one_out_orders(base)
     for checkpoint in args.checkpoints:
         tuned = holdout_vectors(checkpoint, files)
+        tuned_orders = leave_one_out_orders(tuned)
+        for slots in SLOTS:
+            found = ranking_metrics(
+                anchored_orders(tuned_orders, base_orders, slots), labels, labels
+            )
+            figures = {name: round(float(found[name].mean()), 4) for name in METRICS}
+            print(
+                json.dumps({"checkpoint": checkpoint, "anchor_slots": slots} | figures), flush=True
+            )
         for weight in WEIGHTS:
             mixed = weight * base + (1 - weight) * tuned
             mixed /= np.linalg.norm(mixed, axis=1, keepdims=True)

@@ -461,6 +461,17 @@ class Settings(BaseSettings):
         ge=1_000,
         description="Largest JSON request body, after any gzip/deflate decoding.",
     )
+    search_anchor_slots: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Places on each first page of 10 results kept for the anchor version's "
+        "best matches (`lookalike rollout anchor` keeps the previous version written as the "
+        "anchor, e.g. the base after a fine-tuned model is promoted): the serving model ranks, "
+        "and the anchor's top N it left off the page take its last N places. Keeps the base's "
+        "Recall@10 under a fine-tuned model, and shows buyers what it would hide. Each query "
+        "is then embedded by both encoders. 0: off.",
+    )
     search_log_timeout: float = Field(
         default=2.0,
         gt=0,

@@ -2,10 +2,11 @@
 serving, Lite1 as the new version), embedded Qdrant on disk, the CLI.
 
 * late and replayed events never undo newer updates or removals;
-* a full rollout (start -> backfill -> promote -> retire) while uploads, replacements, attribute
-  changes, removals and stale replays stream in and searches are polled: no search fails or
-  returns a removed image, and the new version ends holding exactly the live images with their
-  latest attributes, checked point by point against the event history;
+* a full rollout (start -> backfill -> promote -> anchor -> retire the anchor) while uploads,
+  replacements, attribute changes, removals and stale replays stream in and searches are polled:
+  no search fails or returns a removed image, the anchor's top 2 are kept on each page, and the
+  new version ends holding exactly the live images with their latest attributes, checked point
+  by point against the event history;
 * SIGKILL during the backfill: the restarted worker resumes it without re-embedding what was
   written and without gaps.
 """
@@ -26,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from imagegen import CATEGORIES, image_bytes
 
 from lookalike.events import ImageAttributesChanged, ImageRemoved, ImageUploaded, InlineSource
 from lookalike.indexing import clock_of
 from lookalike.kafka.publisher import UploadPublisher
+from lookalike.search.blending import blend_pages
 from lookalike.settings import Settings
 
 from .stack import LookalikeProcess, clean_env, wait_for
@@ -137,7 +140,9 @@ def stack(
     root = tmp_path_factory.mktemp("lifecycle")
     prefix = f"lc-{uuid.uuid4().hex[:8]}"
     worker = LookalikeProcess(
-        "worker", root / "data", worker_env(broker, prefix, LOOKALIKE_BACKFILL_BATCH="8")
+        "worker",
+        root / "data",
+        worker_env(broker, prefix, LOOKALIKE_BACKFILL_BATCH="8", LOOKALIKE_SEARCH_ANCHOR_SLOTS="2"),
     ).start()
     settings = Settings(kafka_bootstrap=broker, topic_prefix=prefix, data_dir=root / "client")
     try:
@@ -297,6 +302,34 @@ def rollout_status(worker: LookalikeProcess) -> dict:
     return httpx.get(f"{worker.url}/rollout/status", params={"quick": "1"}, timeout=60).json()
 
 
+def check_anchor_slots(
+    worker: LookalikeProcess, serving: str, anchor: str, catalogue: list[str]
+) -> None:
+    """A search by id answers the serving model's ranking with the anchor's top 2 on the page,
+    both rankings computed here from the stored vectors."""
+    live = [i for i in catalogue if image_record(worker, i) is not None]
+    query, others = live[0], live[1:]
+
+    def ranking(version: str) -> list[str]:
+        found = httpx.post(
+            f"{worker.url}/vectors", json={"version": version, "image_ids": live}, timeout=60
+        ).json()["vectors"]
+        q = np.asarray(found[query])
+        return sorted(others, key=lambda i: -float(np.dot(q, found[i])))
+
+    listings = [f"l-{i}" for i in others]
+    body = httpx.post(
+        f"{worker.url}/search",
+        json={"image_id": query, "k": 10, "filter": {"listing_id": listings}},
+        timeout=60,
+    ).json()
+    page = [r["image_id"] for r in body["results"]]
+    placed = {r["image_id"] for r in body["results"] if r["ranked_by"] == anchor}
+    served, kept = ranking(serving), ranking(anchor)[:2]
+    assert set(page) == set(blend_pages(served, kept, 10, 2)[:10]), (page, served, kept)
+    assert set(kept) <= set(page) and placed <= set(kept)
+
+
 def test_full_rollout_under_live_traffic(
     stack: tuple[LookalikeProcess, Settings], broker: str
 ) -> None:
@@ -323,9 +356,20 @@ def test_full_rollout_under_live_traffic(
             wait_for(lambda: new in traffic.versions_seen, 60, "a search answered by the new")
             versions = cli(worker.port, "versions")
             assert f"previous   {old}" in versions.stdout, versions.stdout
-            retired = cli(worker.port, "rollout", "retire")
-            assert retired.returncode == 0, retired.stderr
-            traffic.stop.wait(3.0)  # more live events, now to the new version only
+            # The old version kept written as the anchor: searches (k 20) now keep its top 2
+            # on each first page, while live events still reach both.
+            anchored = cli(worker.port, "rollout", "anchor")
+            assert anchored.returncode == 0 and f"{old} is the anchor" in anchored.stdout
+            assert rollout_status(worker)["anchor"] == old
+            traffic.stop.wait(3.0)
+        wait_for(
+            lambda: worker.stats()["indexed"][old] == worker.stats()["indexed"][new],
+            60,
+            "the anchor to hold what the serving version holds",
+        )
+        check_anchor_slots(worker, new, old, [e.image_id for e in catalogue])
+        retired = cli(worker.port, "rollout", "retire", "--anchor")
+        assert retired.returncode == 0, retired.stderr
     finally:
         publisher.close()
     assert traffic.searches > 20

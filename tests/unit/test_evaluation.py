@@ -13,7 +13,7 @@ from imagegen import CATEGORIES, image_bytes
 
 import lookalike.cli
 from lookalike.errors import ConfigurationError
-from lookalike.evaluation import evaluate, retrieval_metrics
+from lookalike.evaluation import compare_on_folder, evaluate, retrieval_metrics
 
 
 def test_metrics_by_hand() -> None:
@@ -101,3 +101,33 @@ def test_cli_eval_against_compares_two_encoders_on_the_same_images(
     assert report["models"]["base"]["map"]["low"] <= report["models"]["base"]["map"]["value"]
     table = CliRunner().invoke(lookalike.cli.main, args[:-1])
     assert table.exit_code == 0 and "recall_at_10" in table.output and "[" in table.output
+
+
+def test_anchor_slots_score_the_pages_search_would_serve(tmp_path: Path) -> None:
+    dataset = write_dataset(tmp_path / "d", 8)
+    encoders = {"base": TinyEncoder(seed=1), "other": TinyEncoder(seed=2)}
+    plain = compare_on_folder(encoders, dataset, "base", progress=False)
+    full = compare_on_folder(
+        encoders, dataset, "base", progress=False, anchor="base", anchor_slots=10
+    )
+    assert (full["anchor"], full["anchor_slots"]) == ("base", 10)
+    # All ten places kept for the anchor: each page holds the base's first ten, so
+    # Precision@10 is the base's query by query, whatever the other model ranks first.
+    same = full["difference"]["other"]["precision_at_10"]
+    assert (same["value"], same["low"], same["high"]) == (0.0, 0.0, 0.0)
+    differed = plain["difference"]["other"]["precision_at_10"]
+    assert (differed["low"], differed["high"]) != (0.0, 0.0)  # without the slots they differ
+    assert full["models"]["base"] == plain["models"]["base"]  # the anchor itself is unchanged
+
+
+def test_cli_eval_anchor_slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOKALIKE_COMPILE", "false")
+    dataset = write_dataset(tmp_path / "d", 4)
+    args = ["eval", str(dataset), "--against", "efficientnet-lite0", "--json"]
+    report = json.loads(
+        CliRunner().invoke(lookalike.cli.main, [*args, "--anchor-slots", "3"]).output
+    )
+    assert (report["anchor"], report["anchor_slots"]) == ("base", 3)
+    assert report["difference"]["other"]["map"]["value"] == 0.0  # itself as its own anchor
+    refused = CliRunner().invoke(lookalike.cli.main, ["eval", str(dataset), "--anchor-slots", "2"])
+    assert refused.exit_code == 1 and "--against" in refused.output

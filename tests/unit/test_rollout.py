@@ -254,3 +254,54 @@ def test_promote_with_an_eval_dir_compares_map_and_gates_on_it(
         with pytest.raises(RolloutError, match="candidate mAP"):
             run(rt.rollout.promote(False, str(eval_dir)))
         assert rt.index.serving_version() != candidate
+
+
+def test_an_anchor_stays_written_and_the_gate_scores_pages_as_search_serves_them(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        backfill_batch=8,
+        validation_enabled=False,
+        decode_threads=2,
+        search_anchor_slots=10,
+    )
+    rt = open_runtime(settings, Loader())
+    try:
+        apply(rt, *catalogue(3))
+        base = rt.index.serving_version()
+        run(rt.rollout.start("tiny-3"))
+        step_until_done(rt)
+        run(rt.rollout.promote(True, None))
+        assert rt.rollout.anchor() == {"anchor": base, "slots": 10}
+        apply(rt, upload("late-1", CATEGORIES[0], 40))  # live writes still reach the anchor
+        assert rt.index.get(base, "late-1") is not None  # type: ignore[arg-type]
+        # Every place kept for the anchor: the page is the anchor's first ten.
+        page = rt.search.search(SearchRequest(image_id="late-1", k=10))["results"]
+        anchor_top = rt.index.search(
+            base,
+            rt.index.get(base, "late-1", True)["vector"],
+            10,
+            None,
+            ["late-1"],  # type: ignore[arg-type,index]
+        )
+        assert {hit["image_id"] for hit in page} == {hit.image_id for hit in anchor_top}
+        run(rt.rollout.start("tiny-4"))  # the anchor does not block the next rollout
+        step_until_done(rt)
+        eval_dir = tmp_path / "labelled"
+        for category in CATEGORIES:
+            (eval_dir / category).mkdir(parents=True)
+            for seed in range(5):
+                (eval_dir / category / f"{seed}.jpg").write_bytes(image_bytes(category, 60 + seed))
+        evaluation = rt.rollout.evaluate(eval_dir)
+        assert evaluation["anchor_slots"] == 10
+        # both scored on the anchor's pages: the same ten images, whatever each ranks first
+        assert (
+            evaluation["serving"]["precision_at_10"] == evaluation["candidate"]["precision_at_10"]
+        )
+        status = rt.rollout.status()
+        assert (status["anchor"], status["anchor_slots"]) == (base, 10)
+        rt.rollout.retire(False, anchor=True)
+        assert base not in {r.version for r in rt.registry.written()}
+    finally:
+        rt.close()

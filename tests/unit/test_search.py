@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from fakes import TinyEncoder
 from imagegen import image_bytes, make_image
@@ -12,8 +13,10 @@ from qdrant_client import QdrantClient
 
 from lookalike.api import status_for
 from lookalike.errors import DecodeError, InvalidRequest, NotFound, NotReady
+from lookalike.images import decode_image
 from lookalike.index import IndexPoint, QdrantIndex
 from lookalike.search import SearchRequest, SearchService
+from lookalike.search.blending import blend_pages
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
 
@@ -135,3 +138,60 @@ def test_bad_image_bytes(service: SearchService) -> None:
 
 def test_get_image(service: SearchService) -> None:
     assert service.get_image("k0") == {"image_id": "k0", "category": "checkers"}
+
+
+def test_anchor_slots_keep_the_anchor_top_matches_on_the_page(
+    encoder: TinyEncoder, index: QdrantIndex
+) -> None:
+    anchor = TinyEncoder(seed=99)
+    catalogue = [(f"i{n}", ("circles", "stripes", "checkers")[n % 3], n) for n in range(16)]
+    images = [make_image(category, seed) for _, category, seed in catalogue]
+    for model in (encoder, anchor):
+        index.ensure_collection(model.version, model.dim)
+        vectors = model.embed_images(images)
+        if model is anchor:  # a model that sees the catalogue quite differently
+            vectors = np.roll(vectors, 5, axis=0)
+        index.upsert(
+            model.version,
+            [
+                IndexPoint(image_id, vector, {"image_id": image_id, "category": category})
+                for (image_id, category, _), vector in zip(catalogue, vectors, strict=True)
+            ],
+        )
+    index.set_serving(encoder.version)
+    encoders = {encoder.version: encoder, anchor.version: anchor}
+
+    def service(slots: int) -> SearchService:
+        return SearchService(
+            encoder,
+            index,
+            10**7,
+            encoders=encoders,
+            anchor=lambda: anchor.version,
+            anchor_slots=slots,
+        )
+
+    def ids(answer: dict) -> list[str]:
+        return [hit["image_id"] for hit in answer["results"]]
+
+    upload = image_bytes("stripes", 7)
+    decoded = decode_image(upload, max_pixels=10**7, target_size=encoder.preprocessing.resize)
+    for query, vector, exclude in (
+        (SearchRequest(image_id="i0", k=12), index.get(anchor.version, "i0", True), ["i0"]),
+        (SearchRequest(image_bytes=upload, k=12), anchor.embed_images([decoded])[0], []),
+    ):
+        if isinstance(vector, dict):
+            vector = vector["vector"]
+        plain = ids(service(0).search(query))
+        anchor_top = [h.image_id for h in index.search(anchor.version, vector, 3, None, exclude)]
+        answer = service(3).search(query)
+        assert ids(answer) == blend_pages(plain, anchor_top, 10, 3)[:12]
+        assert [hit["rank"] for hit in answer["results"]] == list(range(1, 13))
+        assert set(anchor_top) <= set(ids(answer)[:10])
+        placed = [h["image_id"] for h in answer["results"] if h["ranked_by"] == anchor.version]
+        assert placed, "the serving model's first 7 hold all of this query's anchor top 3"
+        assert set(placed) <= set(anchor_top) and not set(placed) & set(plain[:7])
+        assert ids(answer)[: 10 - len(placed)] == plain[: 10 - len(placed)]
+    # Five results are all the serving model's (the anchor's places are 8 to 10)
+    five = SearchRequest(image_id="i0", k=5)
+    assert ids(service(3).search(five)) == ids(service(0).search(five))

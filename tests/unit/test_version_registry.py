@@ -102,3 +102,26 @@ def test_records_survive_reopening_the_data_dir(tmp_path: Path) -> None:
     assert again is not None and again.state == "candidate" and again.encoder == "/models/head.pt"
     assert again.backfill == {"cursor": "abc", "embedded": 5}
     assert reopened.serving().version == "v1"  # type: ignore[union-attr]
+
+
+def test_an_anchor_stays_written_and_lets_the_next_rollout_start(
+    registry: VersionRegistry,
+) -> None:
+    registry.start("v2", "x", 8)
+    registry.promote()
+    assert registry.anchor().version == "v1"
+    assert states(registry) == {"v1": "anchor", "v2": "serving"}
+    assert [r.version for r in registry.written()] == ["v2", "v1"]
+    registry.start("v3", "y", 8)  # the anchor is not a previous version in the way
+    registry.promote()
+    assert [r.version for r in registry.written()] == ["v3", "v2", "v1"]
+    with pytest.raises(RolloutError, match="v1 is already the anchor"):
+        registry.anchor()
+    registry.retire()  # the previous (v2), not the anchor
+    assert states(registry) == {"v1": "anchor", "v2": "retired", "v3": "serving"}
+    registry.retire(anchor=True)
+    assert [r.version for r in registry.written()] == ["v3"]
+    with pytest.raises(RolloutError, match="no anchor version to retire"):
+        registry.retire(anchor=True)
+    with pytest.raises(RolloutError, match="no previous version to keep as the anchor"):
+        registry.anchor()

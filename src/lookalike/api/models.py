@@ -121,6 +121,7 @@ class RolloutPromote(JsonBody):
 
 class RolloutRetire(JsonBody):
     drop: bool = False
+    anchor: bool = False  # retire the anchor version instead of the previous one
 
 
 class NoFields(JsonBody):
@@ -154,6 +155,11 @@ class SearchResult(Answer):
     image_id: str
     score: float
     rank: int = Field(ge=1)
+    ranked_by: str | None = Field(
+        default=None,
+        description="The model version that placed it: the serving one, or the anchor's for "
+        "the places LOOKALIKE_SEARCH_ANCHOR_SLOTS keeps (its score is then the anchor's).",
+    )
     category: str | None = None
     seller_id: str | None = None
     listing_id: str | None = None
@@ -327,6 +333,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/rollout/rollback", "admin", "serve the previous version", body=NoFields),
     Route("POST", "/rollout/abort", "admin", "drop the candidate", body=NoFields),
     Route("POST", "/rollout/retire", "admin", "stop writing the previous", body=RolloutRetire),
+    Route("POST", "/rollout/anchor", "admin", "keep the previous as the anchor", body=NoFields),
     # The console and the API's description: pages and documents, no data, so open; the page
     # asks for a token when the API has them (see lookalike.console).
     Route("GET", "/", "open", "the operator's console, a web page", produces=(HTML,)),

@@ -10,7 +10,7 @@ POST /vectors         stored vectors by image id (for `lookalike train`)
 GET  /alerts, GET /alerts/{id}, POST /alerts/{id}/review, GET|POST /exemplars
 GET  /versions        the model-version registry
 GET  /rollout/status  rollout progress, coverage, gate, evaluation, agreement (?quick=1)
-POST /rollout/{start,promote,rollback,abort,retire}
+POST /rollout/{start,promote,rollback,abort,retire,anchor}
 GET  /health          liveness: the process answers (cheap, no checks)
 GET  /ready           readiness: broker, index, encoder (and disk) usable, or why not (503)
 GET  /thumbnails/{id} a JPEG thumbnail of an indexed image (?size=N), cached on disk
@@ -417,7 +417,13 @@ def _rollout_views(app: faust.App, worker: WorkerServices, off_loop: OffLoop) ->
     class RolloutRetireView(View):
         async def post(self, request: Request) -> Response:
             body: RolloutRetire = await _json_body(request, settings, RolloutRetire)
-            return self.json(await rollout.on_writer(rollout.retire, body.drop))
+            return self.json(await rollout.on_writer(rollout.retire, body.drop, body.anchor))
+
+    @app.page("/rollout/anchor")
+    class RolloutAnchorView(View):
+        async def post(self, request: Request) -> Response:
+            await _json_body(request, settings, NoFields)
+            return self.json(await rollout.on_writer(rollout.anchor))
 
 
 def _learn_decisions(settings: Settings, limit: int) -> list[dict[str, Any]]:

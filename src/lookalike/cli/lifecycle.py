@@ -132,7 +132,8 @@ def _versions_offline(settings: Settings) -> dict[str, Any]:
 @port_option
 @data_dir_option
 def versions(as_json: bool, port: int | None, data_dir: Path | None) -> None:
-    """The model versions and their states (serving, candidate, previous, retired, aborted).
+    """The model versions and their states (serving, candidate, previous, anchor, retired,
+    aborted).
 
     Asks the running worker; with no worker running, reads the data dir (embedded Qdrant) or
     the Qdrant server directly."""
@@ -155,7 +156,7 @@ def versions(as_json: bool, port: int | None, data_dir: Path | None) -> None:
 
 @click.group()
 def rollout() -> None:
-    """Move search to a new model version: start -> (backfill) -> promote -> retire.
+    """Move search to a new model version: start -> (backfill) -> promote -> retire (or anchor).
 
     These talk to the running worker's API (embedded Qdrant allows one process): start the
     worker first. While a candidate exists every live upload, update and removal is written to
@@ -233,6 +234,13 @@ def rollout_status(watch: bool, as_json: bool, port: int | None) -> None:
         return
     for state in ("serving", "candidate", "previous"):
         click.echo(f"{state:<10} {body.get(state) or '-'}")
+    if body.get("anchor"):
+        slots = body.get("anchor_slots") or 0
+        click.echo(
+            f"anchor     {body['anchor']} ("
+            + (f"its top {slots} kept on each first page" if slots else "search slots off")
+            + ")"
+        )
     if body.get("backfill"):
         click.echo("backfill   " + _progress_line(body["backfill"]))
     gate = body.get("gate")
@@ -301,11 +309,30 @@ def rollout_abort(port: int | None) -> None:
 
 @rollout.command("retire")
 @click.option("--drop", is_flag=True, help="Also delete its Qdrant collection.")
+@click.option("--anchor", is_flag=True, help="Retire the anchor version instead.")
 @port_option
-def rollout_retire(drop: bool, port: int | None) -> None:
-    """Stop writing the previous version (no rollback after this)."""
-    body = _rollout_call(port, "POST", "/rollout/retire", json={"drop": drop})
+def rollout_retire(drop: bool, anchor: bool, port: int | None) -> None:
+    """Stop writing the previous version (no rollback after this), or the anchor."""
+    body = _rollout_call(port, "POST", "/rollout/retire", json={"drop": drop, "anchor": anchor})
     click.echo(f"retired {body['retired']}" + (" (collection dropped)" if drop else ""))
+
+
+@rollout.command("anchor")
+@port_option
+def rollout_anchor(port: int | None) -> None:
+    """Keep the previous version written for good, as the anchor (no longer in the way of the
+    next rollout): with LOOKALIKE_SEARCH_ANCHOR_SLOTS=N on the worker, its top N matches keep a
+    place on each first page of results, under whatever fine-tuned model serves."""
+    body = _rollout_call(port, "POST", "/rollout/anchor")
+    slots = body["slots"]
+    click.echo(
+        f"{body['anchor']} is the anchor; "
+        + (
+            f"its top {slots} are kept on each first page"
+            if slots
+            else "set LOOKALIKE_SEARCH_ANCHOR_SLOTS on the worker to use it in search"
+        )
+    )
 
 
 COMMANDS = [update, remove, versions, rollout]

@@ -38,6 +38,13 @@ from .common import fail, settings_from, setup_logging, show_progress
     "fp32, each metric with its 95% bootstrap interval and the paired difference.",
 )
 @click.option(
+    "--anchor-slots",
+    type=click.IntRange(0, 10),
+    default=0,
+    help="With --against: score both as search serves them with LOOKALIKE_SEARCH_ANCHOR_SLOTS=N "
+    "and --encoder as the anchor (its top N kept on each first page of 10).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object (progress bars go to stderr)."
 )
 def eval_command(
@@ -46,6 +53,7 @@ def eval_command(
     queries: Path | None,
     encoder: str | None,
     against: str | None,
+    anchor_slots: int,
     as_json: bool,
 ) -> None:
     """Retrieval quality on labelled folders (a sub-folder per category, category =
@@ -61,8 +69,10 @@ def eval_command(
     if against is not None:
         if dataset_dir is None:
             fail("--against compares on DATASET_DIR (not --gallery/--queries)")
-        _compare(settings, dataset_dir, against, as_json)
+        _compare(settings, dataset_dir, against, anchor_slots, as_json)
         return
+    if anchor_slots:
+        fail("--anchor-slots scores --against with --encoder as the anchor: give --against")
     try:
         configure_threads(settings.torch_threads)
         model = encoder_from_settings(settings)
@@ -79,7 +89,9 @@ def eval_command(
         click.echo(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
 
 
-def _compare(settings: Settings, dataset_dir: Path, against: str, as_json: bool) -> None:
+def _compare(
+    settings: Settings, dataset_dir: Path, against: str, anchor_slots: int, as_json: bool
+) -> None:
     from ..encoders import configure_threads
     from ..evaluation import compare_on_folder
     from ..training import fp32_encoder
@@ -88,7 +100,14 @@ def _compare(settings: Settings, dataset_dir: Path, against: str, as_json: bool)
         configure_threads(settings.torch_threads)
         encoders = {"base": fp32_encoder(settings, settings.encoder)}
         encoders["other"] = fp32_encoder(settings, against)
-        report = compare_on_folder(encoders, dataset_dir, "base", progress=show_progress())
+        report = compare_on_folder(
+            encoders,
+            dataset_dir,
+            "base",
+            progress=show_progress(),
+            anchor="base",
+            anchor_slots=anchor_slots,
+        )
     except LookalikeError as exc:
         fail(str(exc))
     if as_json:

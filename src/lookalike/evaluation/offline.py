@@ -13,7 +13,14 @@ from ..errors import ConfigurationError
 from ..images import decode_image
 from .compare import compare_scores
 from .datasets import labelled_images
-from .metrics import RetrievalMetrics, per_query_metrics, retrieval_metrics
+from .metrics import (
+    RetrievalMetrics,
+    anchored_orders,
+    leave_one_out_orders,
+    per_query_metrics,
+    ranking_metrics,
+    retrieval_metrics,
+)
 
 
 def embed_folder(
@@ -65,18 +72,43 @@ def evaluate(
 
 
 def compare_on_folder(
-    encoders: Mapping[str, Any], dataset: Path, baseline: str, progress: bool = True
+    encoders: Mapping[str, Any],
+    dataset: Path,
+    baseline: str,
+    progress: bool = True,
+    anchor: str | None = None,
+    anchor_slots: int = 0,
 ) -> dict[str, Any]:
     """Every encoder on the same labelled folder (each image queries all the others), each
     embedding the images itself: means with bootstrap intervals, and each one's paired
     difference from ``baseline``. Give encoders loaded in the same precision (fp32) so a
-    difference is the models', not the arithmetic's."""
+    difference is the models', not the arithmetic's.
+
+    ``anchor`` (one of ``encoders``' names) and ``anchor_slots``: score every model's rankings
+    as search serves them with ``LOOKALIKE_SEARCH_ANCHOR_SLOTS``, the anchor's top
+    ``anchor_slots`` kept on each first page (the anchor itself is scored unchanged)."""
     pairs = labelled_images(dataset)
     labels = [label for _, label in pairs]
-    per_model = {
-        name: per_query_metrics(embed_folder(encoder, pairs, progress=progress), labels)
-        for name, encoder in encoders.items()
+    vectors = {
+        name: embed_folder(encoder, pairs, progress=progress) for name, encoder in encoders.items()
     }
+    if anchor is None or not anchor_slots:
+        per_model = {name: per_query_metrics(found, labels) for name, found in vectors.items()}
+    else:
+        kept = leave_one_out_orders(vectors[anchor])
+        per_model = {
+            name: ranking_metrics(
+                anchored_orders(leave_one_out_orders(found), kept, anchor_slots), labels, labels
+            )
+            for name, found in vectors.items()
+        }
     report = compare_scores(per_model, baseline)
     versions = {name: encoder.version for name, encoder in encoders.items()}
-    return {"eval_dir": str(dataset), "images": len(pairs), "versions": versions, **report}
+    served = {"anchor": anchor, "anchor_slots": anchor_slots} if anchor and anchor_slots else {}
+    return {
+        "eval_dir": str(dataset),
+        "images": len(pairs),
+        "versions": versions,
+        **served,
+        **report,
+    }

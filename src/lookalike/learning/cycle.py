@@ -34,7 +34,7 @@ from ..settings import Settings
 from ..training import TrainConfig, fp32_encoder, train_candidate
 from .decisions import Decision, DecisionLog
 from .judge import refusals
-from .worker_rollout import WorkerRollout, serving_record
+from .worker_rollout import WorkerRollout, record_in_state, serving_record
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class LearnCycle:
         serving = serving_record(status)
         reference = fp32_encoder(self.settings, serving["encoder"])
         trained = self._train(pairs, serving, reference)
-        return self._judge(trained, reference)
+        return self._judge(trained, reference, status)
 
     def _pairs(self) -> list[TrainingPair]:
         folder = self.settings.training_pairs_dir
@@ -238,14 +238,23 @@ class LearnCycle:
             summary | {"pairs_total": len(pairs), "seconds": seconds},
         )
 
-    def _judge(self, trained: Decision, reference: Encoder) -> Decision:
-        candidate = fp32_encoder(self.settings, trained.details["model"])
+    def _judge(self, trained: Decision, reference: Encoder, status: dict[str, Any]) -> Decision:
+        encoders = {
+            "serving": reference,
+            "candidate": fp32_encoder(self.settings, trained.details["model"]),
+        }
+        # With an anchor kept on each page, both are judged as search would serve them.
+        anchor, slots = record_in_state(status, "anchor"), int(status.get("anchor_slots") or 0)
+        if anchor is not None and slots:
+            encoders["anchor"] = fp32_encoder(self.settings, anchor["encoder"])
         log.info("comparing candidate and serving on the holdout %s", self.policy.holdout_dir)
         holdout = compare_on_folder(
-            {"serving": reference, "candidate": candidate},
+            encoders,
             self.policy.holdout_dir,
             "serving",
             progress=self.progress,
+            anchor="anchor" if "anchor" in encoders else None,
+            anchor_slots=slots,
         )
         figures = {"holdout": holdout, "held_out_clicks": trained.details["held_out_clicks"]}
         reasons = refusals(holdout, self.policy.margin, self.policy.recall_tolerance)

@@ -64,7 +64,12 @@ class WorkerRollout:
 
 def serving_record(status: dict[str, Any]) -> dict[str, Any]:
     """The serving version's registry record (version, encoder spec) from a rollout status."""
-    for record in status.get("versions", []):
-        if record.get("state") == "serving":
-            return record
-    raise ServiceUnavailable("the worker serves no model version yet: index something first")
+    record = record_in_state(status, "serving")
+    if record is None:
+        raise ServiceUnavailable("the worker serves no model version yet: index something first")
+    return record
+
+
+def record_in_state(status: dict[str, Any], state: str) -> dict[str, Any] | None:
+    """The registry record in ``state`` (serving, anchor, ...) from a rollout status."""
+    return next((r for r in status.get("versions", []) if r.get("state") == state), None)

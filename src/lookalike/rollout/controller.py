@@ -242,21 +242,41 @@ class Rollout:
 
     def evaluate(self, eval_dir: Path) -> dict[str, Any]:
         """Blocking: offline metrics of serving and candidate on a labelled folder."""
-        from ..evaluation import evaluate
+        from ..evaluation import compare_on_folder, evaluate
 
         candidate, serving = self.registry.candidate(), self.registry.serving()
         if candidate is None or serving is None:
             raise RolloutError("no candidate to evaluate: `lookalike rollout start ENCODER`")
         if not eval_dir.is_dir():
             raise InvalidRequest(f"--eval-dir {eval_dir} is not a folder (on the worker's machine)")
-        metrics = {
-            which: evaluate(
-                self.models.encoders[record.version], eval_dir, progress=False
-            ).as_dict()
-            for which, record in (("serving", serving), ("candidate", candidate))
-        }
+        anchor, slots = self.registry.in_state("anchor"), self.models.settings.search_anchor_slots
+        if anchor is not None and slots:
+            # Scored as search serves them: the anchor's top matches kept on each page.
+            encoders = {
+                which: self.models.encoders[record.version]
+                for which, record in (
+                    ("serving", serving),
+                    ("candidate", candidate),
+                    ("anchor", anchor),
+                )
+            }
+            report = compare_on_folder(
+                encoders, eval_dir, "serving", progress=False, anchor="anchor", anchor_slots=slots
+            )
+            metrics = {
+                which: {name: found["value"] for name, found in report["models"][which].items()}
+                for which in ("serving", "candidate")
+            }
+        else:
+            metrics = {
+                which: evaluate(
+                    self.models.encoders[record.version], eval_dir, progress=False
+                ).as_dict()
+                for which, record in (("serving", serving), ("candidate", candidate))
+            }
         result = {
             "eval_dir": str(eval_dir),
+            "anchor_slots": slots if anchor is not None else 0,
             **metrics,
             "passed": metrics["candidate"]["map"] >= metrics["serving"]["map"],
             "at": utcnow_iso(),
@@ -345,8 +365,18 @@ class Rollout:
         log.warning("rollout aborted: candidate %s dropped", record.version)
         return {"aborted": record.version}
 
-    def retire(self, drop: bool) -> dict[str, Any]:
-        record = self.registry.retire()
+    def anchor(self) -> dict[str, Any]:
+        record = self.registry.anchor()
+        log.info(
+            "%s is the anchor: still written, its best matches kept on each first page when "
+            "LOOKALIKE_SEARCH_ANCHOR_SLOTS > 0 (now %d)",
+            record.version,
+            self.models.settings.search_anchor_slots,
+        )
+        return {"anchor": record.version, "slots": self.models.settings.search_anchor_slots}
+
+    def retire(self, drop: bool, anchor: bool = False) -> dict[str, Any]:
+        record = self.registry.retire(anchor)
         self.on_versions_changed()
         if drop:
             self.index.drop_version(record.version)
@@ -357,11 +387,12 @@ class Rollout:
     def status(self, quick: bool = False) -> dict[str, Any]:
         """Blocking. Versions, backfill progress with ETA, coverage, evaluation, agreement."""
         records = self.registry.all()
-        by_state = {r.state: r for r in records if r.state in ("serving", "candidate", "previous")}
+        shown = ("serving", "candidate", "previous", "anchor")
+        by_state = {r.state: r for r in records if r.state in shown}
         status: dict[str, Any] = {
-            state: (by_state[state].version if state in by_state else None)
-            for state in ("serving", "candidate", "previous")
+            state: (by_state[state].version if state in by_state else None) for state in shown
         }
+        status["anchor_slots"] = self.models.settings.search_anchor_slots
         status["versions"] = [
             {k: v for k, v in r.as_dict().items() if k not in ("backfill", "evaluation")}
             for r in records

@@ -3,13 +3,19 @@
 States::
 
     candidate --promote--> serving --promote (of the next)--> previous --retire--> retired
-        |                     ^                                   |
-        +--abort--> aborted   +-------------rollback--------------+
+        |                     ^                                   |  ^
+        +--abort--> aborted   +-------------rollback--------------+  |
+                                                          anchor |  | retire --anchor
+                                                                 v  |
+                                                                anchor
 
 * ``serving``: the one search reads (the Qdrant serving alias points at its collection).
 * ``candidate``: being built by a backfill; every live event is dual-written to it.
 * ``previous``: the serving version before the last promotion; still dual-written, so
   ``rollback`` is an instant alias switch, until ``retire``.
+* ``anchor``: a former serving version kept written for good (at most one), so search can keep
+  its best matches on each page (``LOOKALIKE_SEARCH_ANCHOR_SLOTS``); it does not block the next
+  rollout as ``previous`` does.
 * ``retired`` / ``aborted``: no longer written (the collection may be dropped).
 
 Records live in a vector-less Qdrant collection ``versions-{prefix}`` (one point per version,
@@ -28,8 +34,8 @@ from ..errors import RolloutError
 from ..index import VectorIndex
 from ..utc import utcnow_iso
 
-State = Literal["serving", "candidate", "previous", "retired", "aborted"]
-WRITTEN_STATES: tuple[State, ...] = ("serving", "candidate", "previous")
+State = Literal["serving", "candidate", "previous", "anchor", "retired", "aborted"]
+WRITTEN_STATES: tuple[State, ...] = ("serving", "candidate", "previous", "anchor")
 
 
 @dataclass
@@ -139,13 +145,34 @@ class VersionRegistry:
         self.save(candidate)
         return candidate
 
-    def retire(self) -> VersionRecord:
+    def anchor(self) -> VersionRecord:
+        """previous -> anchor: kept written, no longer in the way of the next rollout."""
         previous = self.in_state("previous")
         if previous is None:
-            raise RolloutError("no previous version to retire (promote a candidate first)")
-        previous.state, previous.retired_at = "retired", utcnow_iso()
+            raise RolloutError("no previous version to keep as the anchor (promote one first)")
+        current = self.in_state("anchor")
+        if current is not None:
+            raise RolloutError(
+                f"{current.version} is already the anchor: `lookalike rollout retire --anchor` "
+                "it first"
+            )
+        previous.state = "anchor"
         self.save(previous)
         return previous
+
+    def retire(self, anchor: bool = False) -> VersionRecord:
+        """previous (or, with ``anchor``, the anchor) -> retired: no longer written."""
+        state: State = "anchor" if anchor else "previous"
+        record = self.in_state(state)
+        if record is None:
+            raise RolloutError(
+                "no anchor version to retire"
+                if anchor
+                else "no previous version to retire (promote a candidate first)"
+            )
+        record.state, record.retired_at = "retired", utcnow_iso()
+        self.save(record)
+        return record
 
     def reconcile(self, alias_version: str | None) -> str | None:
         """Finish a promotion or rollback that crashed between the alias switch and the save:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..encoders import Encoder
 from ..errors import InvalidRequest, NotFound, NotReady
 from ..images import BlobStore, decode_image
-from ..index import VectorIndex
+from ..index import Hit, VectorIndex
+from .blending import PAGE, blend_pages
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class SearchService:
         max_pixels: int,
         query_images: BlobStore | None = None,
         encoders: MutableMapping[str, Encoder] | None = None,
+        anchor: Callable[[], str | None] | None = None,
+        anchor_slots: int = 0,
     ) -> None:
         self.encoder = encoder
         self.index = index
@@ -50,6 +53,10 @@ class SearchService:
         #: The worker's encoder per written version (shared, updated by rollouts): a query is
         #: embedded by the encoder of whatever version the serving alias points at.
         self.encoders = encoders
+        #: The anchor version, if one is kept (read at each search: a rollout step may change
+        #: it), and how many places of each first page its best matches keep (0: none).
+        self.anchor = anchor
+        self.anchor_slots = anchor_slots
 
     def _encoder_of(self, version: str) -> Encoder | None:
         if self.encoders is not None:
@@ -77,6 +84,7 @@ class SearchService:
         version, encoder = self._serving()
         query: dict[str, Any]
         exclude: list[str] = []
+        image = None
         if request.image_bytes is not None:
             image = decode_image(
                 request.image_bytes,
@@ -98,7 +106,13 @@ class SearchService:
             vector = record["vector"]
             exclude = [request.image_id]  # "more like this" should not answer with itself
             query = {"type": "image_id", "image_id": request.image_id}
-        hits = self.index.search(version, vector, request.k, request.conditions, exclude)
+        hits = [
+            hit.as_json() | {"ranked_by": version}
+            for hit in self.index.search(version, vector, request.k, request.conditions, exclude)
+        ]
+        anchor = self._anchor(version)
+        if anchor is not None and request.k > PAGE - self.anchor_slots:
+            hits = self._with_anchor(hits, anchor, request, image, exclude)
         return {
             "search_id": uuid.uuid4().hex,
             "model_version": version,
@@ -109,8 +123,49 @@ class SearchService:
                 "user_id": request.user_id,
                 "session_id": request.session_id,
             },
-            "results": [hit.as_json() | {"rank": rank} for rank, hit in enumerate(hits, 1)],
+            "results": [hit | {"rank": rank} for rank, hit in enumerate(hits, 1)],
         }
+
+    def _anchor(self, serving: str) -> tuple[str, Encoder] | None:
+        if not self.anchor_slots or self.anchor is None:
+            return None
+        version = self.anchor()
+        encoder = self._encoder_of(version) if version not in (None, serving) else None
+        return (version, encoder) if version is not None and encoder is not None else None
+
+    def _with_anchor(
+        self,
+        hits: list[dict[str, Any]],
+        anchor: tuple[str, Encoder],
+        request: SearchRequest,
+        image: Any,
+        exclude: list[str],
+    ) -> list[dict[str, Any]]:
+        """The serving model's results with the anchor's top ``anchor_slots`` on the first
+        page (:func:`~lookalike.search.blending.blend_pages`), cut to ``k``."""
+        version, encoder = anchor
+        if request.image_id is None:
+            vector = encoder.embed_images([image])[0]
+        else:
+            record = self.index.get(version, request.image_id, with_vector=True)
+            if record is None:  # not in the anchor (yet): the serving model's page alone
+                return hits
+            vector = record["vector"]
+        found: list[Hit] = self.index.search(
+            version, vector, self.anchor_slots, request.conditions, exclude
+        )
+        serving_ids = [hit["image_id"] for hit in hits]
+        order = blend_pages(serving_ids, [hit.image_id for hit in found], PAGE, self.anchor_slots)
+        # The page follows the serving model's order up to where the anchor's places begin.
+        pairs = zip(order, serving_ids, strict=False)
+        kept = next((n for n, (a, b) in enumerate(pairs) if a != b), PAGE)
+        by_id = {hit["image_id"]: hit for hit in hits}
+        by_id |= {
+            hit.image_id: hit.as_json() | {"ranked_by": version}
+            for hit in found
+            if hit.image_id in order[kept:PAGE]
+        }
+        return [by_id[image_id] for image_id in order][: request.k]
 
     def get_image(self, image_id: str) -> dict[str, Any]:
         version = self.serving_version()

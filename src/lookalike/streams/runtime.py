@@ -81,6 +81,8 @@ class Runtime:
             settings.max_image_pixels,
             self.blobs if settings.keep_query_images else None,
             encoders=self.encoders,
+            anchor=self._anchor_version,
+            anchor_slots=settings.search_anchor_slots,
         )
         self.click_join = ClickJoin(
             settings.clicks_path, window=settings.click_window, grace=settings.click_grace
@@ -93,6 +95,10 @@ class Runtime:
         self.instruments = Instruments()
         self.consumer_lag = ConsumerLag()
         self.rollout = self._make_rollout()
+
+    def _anchor_version(self) -> str | None:
+        record = self.registry.in_state("anchor")
+        return record.version if record is not None else None
 
     def _open_models(
         self,

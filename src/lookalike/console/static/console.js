@@ -260,12 +260,14 @@
       $("#search-status").dataset.searchId = answer.search_id;
       for (const r of results) if (r.category) search.categories.add(r.category);
       fill("#categories", [...search.categories].sort().map((c) => el("option", { value: c })));
-      fill("#results", results.map((r) => search.card(answer.search_id, r)));
+      fill("#results", results.map((r) => search.card(answer.search_id, r, answer.model_version)));
     },
 
-    card(searchId, result) {
+    card(searchId, result, serving) {
+      // A place kept for the anchor version's top matches (LOOKALIKE_SEARCH_ANCHOR_SLOTS).
+      const anchored = result.ranked_by && result.ranked_by !== serving;
       const card = el("article", {
-        class: "result",
+        class: anchored ? "result anchored" : "result",
         dataset: { imageId: result.image_id, rank: String(result.rank) },
       });
       const open = el(
@@ -285,6 +287,7 @@
           el("span", { class: "rank" }, `#${result.rank}`),
           el("span", { class: "score", title: "cosine similarity" }, fmt.score(result.score)),
           el("span", { class: "category" }, result.category || "–"),
+          anchored ? el("span", { class: "anchor", title: `placed by the anchor ${result.ranked_by}` }, "anchor") : false,
         ),
         el("div", { class: "meta muted small" }, el("span", { class: "seller" }, result.seller_id || "–"),
           el("span", { class: "id", title: result.image_id }, result.image_id)),
