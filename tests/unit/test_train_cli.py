@@ -144,6 +144,19 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
         tuned_deep.base.model._blocks[-3].state_dict()["_project_conv.weight"],
         fresh[-3].state_dict()["_project_conv.weight"],
     )
+    # --init: a later round starts from the deep checkpoint's head and blocks.
+    deep_model = deep_summary["model"]
+    warm_summary = trained(
+        "--out", str(tmp_path / "warm"), "--epochs", "1", "--tail", "--tail-blocks", "2",
+        "--init", deep_model,
+    )  # fmt: skip
+    assert warm_summary["config"]["init_from"] == str(Path(deep_model).resolve())
+    assert load_encoder(warm_summary["model"]).version not in (tuned_deep.version, base.version)
+    blocks_1 = ["--tail", "--tail-blocks", "1", "--init", deep_model]
+    other_blocks = CliRunner().invoke(
+        lookalike.cli.main, [*args, "--out", str(tmp_path / "w1"), *blocks_1]
+    )
+    assert other_blocks.exit_code == 1 and "--tail-blocks" in other_blocks.output
     # --views: augmented views of every image through the trunk; the result loads.
     viewed_summary = trained(
         "--out", str(tmp_path / "views"), "--epochs", "1", "--tail", "--views", "3",

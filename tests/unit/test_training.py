@@ -117,6 +117,31 @@ def test_a_stopped_run_resumes_to_the_same_result(tmp_path: Path) -> None:
         Trainer(config, data, "other-pairs", tmp_path / "resumed").resume()
 
 
+def test_a_warm_start_continues_the_checkpoint_it_is_given(tmp_path: Path) -> None:
+    data, _ = click_pairs(n_pairs=300)
+    first = Trainer(TrainConfig(epochs=4, batch_size=64), data, "d", tmp_path)
+    first.run()
+    start = {
+        "head_config": first.head.config,
+        "head_state": first.head.state_dict(),
+        "tail_state": None,
+    }
+    config = TrainConfig(epochs=1, batch_size=64, init_from="round-1/model.pt")
+    (tmp_path / "warm").mkdir()
+    (tmp_path / "cold").mkdir()
+    warm = Trainer(config, data, "d", tmp_path / "warm", start=start)
+    for a, b in zip(first.head.parameters(), warm.head.parameters(), strict=True):
+        assert torch.equal(a, b)
+    cold = Trainer(TrainConfig(epochs=1, batch_size=64), data, "d", tmp_path / "cold")
+    # Where the first run left off: lower loss in its first epoch than a run from the base.
+    assert warm.run()[0].loss < cold.run()[0].loss
+    narrow = TrainConfig(epochs=1, out_dim=16, init_from="round-1/model.pt")
+    with pytest.raises(ConfigurationError, match="--dim"):
+        Trainer(narrow, data, "d", tmp_path, start=start)
+    with pytest.raises(ConfigurationError, match="--tail"):
+        Trainer(config, data, "d", tmp_path, start=start | {"tail_state": {"w": torch.ones(1)}})
+
+
 def test_reading_the_pairs_images_reports_progress_against_a_total(tmp_path: Path) -> None:
     """`train`'s image reading bar has a total: each batch of images read is reported with the
     number there are to read (query images kept by hash, here; one of them unreadable)."""

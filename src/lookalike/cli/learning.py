@@ -175,6 +175,15 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
     "(1-w) x tuned), which keeps the base's recall (0: the tuned vector alone; not with "
     "--dim). Re-running a finished --out with another weight re-saves it without training.",
 )
+@click.option(
+    "--init",
+    "init_from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Start from this fine-tuned checkpoint (its head and trained blocks) instead of the "
+    "base: a later round of clicks continues the serving model instead of starting over. "
+    "Same --base, --tail-blocks and --dim it was trained with.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--restart", is_flag=True, help="Ignore saved training state in --out.")
 @click.option(
@@ -198,6 +207,7 @@ def train_command(
     views: int,
     click_groups: float,
     keep_base: float,
+    init_from: Path | None,
     seed: int,
     restart: bool,
     as_json: bool,
@@ -223,6 +233,7 @@ def train_command(
         tail_blocks=tail_blocks if tail else 0,
         views=views,
         click_groups=click_groups,
+        init_from=str(init_from.resolve()) if init_from else None,
         seed=seed,
     )
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,10 @@ class TrainConfig:
     #: > 0: also pull together the communities of the click graph found at this Louvain
     #: resolution (``click_groups``; lower: fewer, larger groups). 0: the pairs alone.
     click_groups: float = 0.0
+    #: A fine-tuned checkpoint (its path) whose head and trained blocks the run starts from,
+    #: instead of the base's: a later round of clicks continues the serving model rather than
+    #: starting over (``training.run.warm_start``). None: start from the base.
+    init_from: str | None = None
     seed: int = 0
 
 
@@ -157,7 +161,10 @@ class Trainer:
         digest: str,
         out_dir: Path,
         tail: nn.Module | None = None,
+        start: Mapping[str, Any] | None = None,
     ) -> None:
+        """``start``: a fine-tuned checkpoint's contents to start from (``head_config``,
+        ``head_state``, ``tail_state``), already checked against the base it was trained on."""
         self.config = config
         self.data = data
         self.digest = digest
@@ -172,6 +179,8 @@ class Trainer:
             with torch.no_grad():
                 self.head.net.weight.copy_(torch.eye(in_dim))
                 self.head.net.bias.zero_()
+        if start is not None:
+            self._start_from(start)
         params: list[dict] = [{"params": self.head.parameters(), "lr": config.learning_rate}]
         if tail is not None:
             params.append({"params": tail.parameters(), "lr": config.tail_learning_rate})
@@ -184,6 +193,22 @@ class Trainer:
         self.epoch = 0
         self.history: list[EpochReport] = []
         self.generator = torch.Generator().manual_seed(config.seed + 1)
+
+    def _start_from(self, start: Mapping[str, Any]) -> None:
+        where = self.config.init_from or "the checkpoint"
+        if start["head_config"] != self.head.config:
+            raise ConfigurationError(
+                f"{where} has a head {start['head_config']}, this run builds "
+                f"{self.head.config}: give the --dim and --hidden it was trained with"
+            )
+        if (self.tail is None) != (not start.get("tail_state")):
+            raise ConfigurationError(
+                f"{where} was trained with{'out' if self.tail is not None else ''} the base's "
+                "blocks (--tail): train the same parts to continue it"
+            )
+        self.head.load_state_dict(start["head_state"])
+        if self.tail is not None:
+            self.tail.load_state_dict(start["tail_state"])
 
     def _groups(self) -> GroupProxies | None:
         if not self.config.click_groups:

@@ -14,8 +14,8 @@ from tqdm import tqdm
 from ..clicks import read_pairs
 from ..encoders import Encoder, encoder_from_settings, model_version_id
 from ..encoders.base import TrainableTail, file_digest
-from ..encoders.finetuned import check_keep_base, save_checkpoint
-from ..errors import ConfigurationError
+from ..encoders.finetuned import check_keep_base, read_checkpoint, save_checkpoint
+from ..errors import ConfigurationError, EncoderUnavailable
 from ..evaluation import click_scores, compare_scores, resolvable
 from ..events import TrainingPair
 from ..images import BlobStore, ImageFetcher
@@ -135,6 +135,29 @@ def train_from_pairs(
     )
 
 
+def warm_start(config: TrainConfig, base: Encoder) -> dict[str, Any] | None:
+    """The checkpoint ``config.init_from`` names, checked to continue on this base with the
+    same trained blocks (None: the run starts from the base). Its head is checked by the
+    trainer, which builds one."""
+    if config.init_from is None:
+        return None
+    try:
+        checkpoint = read_checkpoint(Path(config.init_from))
+    except EncoderUnavailable as exc:
+        raise ConfigurationError(f"cannot start from it: {exc}") from None
+    if checkpoint["base_version"] != base.version:
+        raise ConfigurationError(
+            f"{config.init_from} was trained on {checkpoint['base_version']}, not on "
+            f"{base.version}: give the --base it was trained on"
+        )
+    if checkpoint.get("tail_state") and checkpoint.get("tail_blocks", 0) != config.tail_blocks:
+        raise ConfigurationError(
+            f"{config.init_from} trained {checkpoint.get('tail_blocks', 0)} blocks before the "
+            f"last stage, this run {config.tail_blocks}: give the same --tail-blocks"
+        )
+    return checkpoint
+
+
 def fp32_encoder(settings: Settings, spec: str) -> Encoder:
     """``spec`` in float32, uncompiled: training and every comparison of models use the same
     arithmetic, whatever precision the worker serves in."""
@@ -168,22 +191,29 @@ def train_candidate(
     if not train_pairs:
         raise ConfigurationError(f"all {len(pairs)} pairs are held out: too few pairs to train")
     base = fp32_encoder(settings, base_name)
+    start = warm_start(config, base)
     if keep_base and config.out_dim not in (None, base.dim):
         raise ConfigurationError(
             f"keeping the base mixes the tuned vector into the base's: train it {base.dim} "
             "wide (leave out --dim), or keep no base"
         )
     log.info(
-        "%d training pairs (%d held out); base encoder %s",
+        "%d training pairs (%d held out); base encoder %s%s",
         len(train_pairs),
         len(held_out),
         base.version,
+        f", starting from {config.init_from}" if start else "",
     )
     indexed_version = indexed_version or base.version
     data, split = _pair_tensors(settings, train_pairs, base, config, progress, indexed_version)
     # A copy: the base encoder itself stays as it is.
     trainer = Trainer(
-        config, data, pairs_digest(pairs), out_dir, copy.deepcopy(split.tail) if split else None
+        config,
+        data,
+        pairs_digest(pairs),
+        out_dir,
+        copy.deepcopy(split.tail) if split else None,
+        start=start,
     )
     if restart:
         (out_dir / STATE_FILE).unlink(missing_ok=True)
