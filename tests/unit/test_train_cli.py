@@ -157,6 +157,11 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
         lookalike.cli.main, [*args, "--out", str(tmp_path / "w1"), *blocks_1]
     )
     assert other_blocks.exit_code == 1 and "--tail-blocks" in other_blocks.output
+    narrow_head = ["--tail", "--tail-blocks", "2", "--dim", "16", "--init", deep_model]
+    other_head = CliRunner().invoke(
+        lookalike.cli.main, [*args, "--out", str(tmp_path / "w2"), *narrow_head]
+    )
+    assert other_head.exit_code == 1 and "--dim" in other_head.output
     # --views: augmented views of every image through the trunk; the result loads.
     viewed_summary = trained(
         "--out", str(tmp_path / "views"), "--epochs", "1", "--tail", "--views", "3",

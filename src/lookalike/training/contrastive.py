@@ -150,6 +150,24 @@ class GroupProxies(nn.Module):
         }
 
 
+def check_start(
+    start: Mapping[str, Any], head_config: Mapping[str, Any], tail: bool, where: str | None
+) -> None:
+    """A checkpoint to start from must have the head this run builds and have trained the
+    base's blocks exactly when this run trains them."""
+    where = where or "the checkpoint"
+    if start["head_config"] != head_config:
+        raise ConfigurationError(
+            f"{where} has a head {start['head_config']}, this run builds "
+            f"{dict(head_config)}: give the --dim and --hidden it was trained with"
+        )
+    if tail != bool(start.get("tail_state")):
+        raise ConfigurationError(
+            f"{where} was trained with{'out' if tail else ''} the base's blocks (--tail): "
+            "train the same parts to continue it"
+        )
+
+
 class Trainer:
     """``tail``: the base's last block (a copy: training changes it), when the data rows are
     the trunk's feature maps; None when they are base vectors."""
@@ -195,17 +213,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed + 1)
 
     def _start_from(self, start: Mapping[str, Any]) -> None:
-        where = self.config.init_from or "the checkpoint"
-        if start["head_config"] != self.head.config:
-            raise ConfigurationError(
-                f"{where} has a head {start['head_config']}, this run builds "
-                f"{self.head.config}: give the --dim and --hidden it was trained with"
-            )
-        if (self.tail is None) != (not start.get("tail_state")):
-            raise ConfigurationError(
-                f"{where} was trained with{'out' if self.tail is not None else ''} the base's "
-                "blocks (--tail): train the same parts to continue it"
-            )
+        check_start(start, self.head.config, self.tail is not None, self.config.init_from)
         self.head.load_state_dict(start["head_state"])
         if self.tail is not None:
             self.tail.load_state_dict(start["tail_state"])

@@ -21,7 +21,7 @@ from ..events import TrainingPair
 from ..images import BlobStore, ImageFetcher
 from ..index import open_index
 from ..settings import Settings
-from .contrastive import STATE_FILE, TrainConfig, Trainer
+from .contrastive import STATE_FILE, TrainConfig, Trainer, check_start
 from .pair_data import (
     ApiVectors,
     IndexVectors,
@@ -137,8 +137,8 @@ def train_from_pairs(
 
 def warm_start(config: TrainConfig, base: Encoder) -> dict[str, Any] | None:
     """The checkpoint ``config.init_from`` names, checked to continue on this base with the
-    same trained blocks (None: the run starts from the base). Its head is checked by the
-    trainer, which builds one."""
+    same trained blocks and head (None: the run starts from the base); checked here, before
+    minutes of reading images, not only by the trainer."""
     if config.init_from is None:
         return None
     try:
@@ -155,6 +155,13 @@ def warm_start(config: TrainConfig, base: Encoder) -> dict[str, Any] | None:
             f"{config.init_from} trained {checkpoint.get('tail_blocks', 0)} blocks before the "
             f"last stage, this run {config.tail_blocks}: give the same --tail-blocks"
         )
+    # The head a run builds: on the base's features, as wide as asked (default: the base's).
+    head = {
+        "in_dim": base.dim,
+        "out_dim": config.out_dim or base.dim,
+        "hidden_dim": config.hidden_dim,
+    }
+    check_start(checkpoint, head, config.tail_learning_rate > 0, config.init_from)
     return checkpoint
 
 
