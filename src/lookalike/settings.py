@@ -410,6 +410,13 @@ class Settings(BaseSettings):
         "Louvain resolution (`train --click-groups`; 0: off). For pairs that hold a second "
         "round of clicks, on a fine-tuned model's results.",
     )
+    learn_continue: bool = Field(
+        default=False,
+        description="Start each candidate from the serving fine-tuned model (its head and "
+        "trained blocks, as `train --init` does) instead of the base, so a later round needs "
+        "fewer epochs; a serving model trained with other blocks or head starts over from the "
+        "base, and says so.",
+    )
     learn_keep_base: float = Field(
         default=0.0,
         ge=0.0,

@@ -209,3 +209,28 @@ def test_the_loop_trains_rolls_out_and_promotes_on_its_own(
     log = [d["kind"] for d in status(worker, env)]
     assert log[:2] == ["promoted", "backfilling"] or log[:2] == ["promoted", "rollout_started"]
     assert "trained" in log and "refused" in log  # the first test's candidate stays on record
+
+
+def test_with_continue_the_next_candidate_starts_from_the_serving_model(
+    loop_stack: tuple[LookalikeProcess, Path, dict[str, str]],
+) -> None:
+    """Once the version served before is retired, and with LOOKALIKE_LEARN_CONTINUE, the next
+    candidate starts from the fine-tuned checkpoint the loop promoted above (its head), not
+    from the base, and the decision log says so."""
+    worker, root, env = loop_stack
+    rollout = httpx.get(f"{worker.url}/rollout/status", timeout=60).json()
+    serving = next(r for r in rollout["versions"] if r["state"] == "serving")
+    assert serving["encoder"].endswith("model.pt"), serving  # the candidate promoted above
+    buyers_click(worker, write_images(root / "queries-2", range(300, 306)), seed=2)
+    # The version served before is still written (for a rollback): no candidate is trained
+    # that the worker would refuse to roll out, and the decision says what to do.
+    waiting = learn(worker, env)
+    assert [d["kind"] for d in waiting] == ["skipped"], waiting
+    assert "still dual-written: `lookalike rollout retire`" in waiting[0]["reason"]
+    lookalike(env, "rollout", "retire", "--port", str(worker.port))
+
+    decisions = learn(worker, env | {"LOOKALIKE_LEARN_CONTINUE": "true"}, "--margin", "0")
+    assert [d["kind"] for d in decisions] in (["rollout_started"], ["refused"]), decisions
+    trained = next(d for d in status(worker, env) if d["kind"] == "trained")
+    assert trained["details"]["config"]["init_from"] == serving["encoder"]
+    assert f"continuing {serving['version']}" in trained["reason"]

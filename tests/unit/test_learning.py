@@ -198,6 +198,11 @@ def test_the_policy_trains_with_its_batch_size_and_the_tail_only_when_set(
     assert (config.batch_size, config.tail_blocks, config.views) == (64, 3, 5)
     assert config.click_groups == 0.3
     assert config.tail_learning_rate > 0
+    assert not LearnPolicy.from_settings(settings).continue_serving
+    monkeypatch.setenv("LOOKALIKE_LEARN_CONTINUE", "true")
+    again = Settings(data_dir=tmp_path, learn_holdout_dir=tmp_path / "holdout")
+    assert LearnPolicy.from_settings(again).continue_serving
+    assert not LearnPolicy.from_settings(again, continue_serving=False).continue_serving
     head_only = LearnPolicy.from_settings(settings, tail=False, batch_size=32).train_config()
     assert (head_only.batch_size, head_only.tail_blocks, head_only.views) == (32, 0, 1)
     assert head_only.tail_learning_rate == 0.0
@@ -235,3 +240,24 @@ def test_learn_run_wait_steps_until_the_loop_settles(
     with pytest.raises(SystemExit) as exit_info:
         learn_cli._loop(Broken(), log, wait=False, interval=None, as_json=False)
     assert exit_info.value.code == 1 and log.recent(1)[0].kind == "failed"
+
+
+def test_a_candidate_continues_the_serving_checkpoint_only_when_it_fits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The head-only checkpoint continues a head-only run; a run that also trains the base's
+    blocks cannot continue it, so it starts from the base and the log says why."""
+    from fakes import TinyEncoder
+
+    from lookalike.encoders.finetuned import ProjectionHead, save_checkpoint
+    from lookalike.training import TrainConfig
+
+    base = TinyEncoder()
+    path = save_checkpoint(tmp_path / "model.pt", base, ProjectionHead(base.dim, base.dim))
+    serving = {"version": "finetuned-v1", "encoder": str(path)}
+    continued = LearnCycle._continued(TrainConfig(epochs=2), serving, base)
+    assert continued.init_from == str(path) and continued.epochs == 2
+    with caplog.at_level("WARNING", logger="lookalike.learning.cycle"):
+        tail = TrainConfig(epochs=2, tail_learning_rate=3e-4)
+        assert LearnCycle._continued(tail, serving, base).init_from is None
+    assert "from the base, not the serving model" in caplog.text and "--tail" in caplog.text

@@ -73,6 +73,12 @@ def _show(decision: Any, as_json: bool) -> None:
     help="[env LOOKALIKE_LEARN_KEEP_BASE]",
 )
 @click.option(
+    "--continue/--from-base",
+    "continue_serving",
+    default=None,
+    help="Start from the serving fine-tuned model, or the base [env LOOKALIKE_LEARN_CONTINUE].",
+)
+@click.option(
     "--require-approval/--no-approval", default=None, help="[env LOOKALIKE_LEARN_REQUIRE_APPROVAL]"
 )
 @click.option("--wait", is_flag=True, help="Keep stepping until the loop settles (e.g. promoted).")
@@ -98,6 +104,7 @@ def learn_run(
     views: int | None,
     click_groups: float | None,
     keep_base: float | None,
+    continue_serving: bool | None,
     require_approval: bool | None,
     wait: bool,
     every: float | None,
@@ -125,6 +132,7 @@ def learn_run(
             views=views,
             click_groups=click_groups,
             keep_base=keep_base,
+            continue_serving=continue_serving,
             require_approval=require_approval,
         )
         configure_threads(settings.torch_threads)

@@ -4,10 +4,12 @@ Each run looks at where things stand and takes the next step, so the loop can be
 scheduler (cron, a systemd timer, a Kubernetes CronJob) or by `lookalike learn run --every`,
 survives restarts at any point, and never holds state in memory between runs:
 
-* no rollout in progress: count the pairs that arrived since the last candidate; too few ->
-  *skipped*. Otherwise train a candidate on them (held-out pairs left out), compare it with the
-  serving version on the labelled holdout and the held-out clicks (both in fp32, from the same
-  images), and either *refuse* it (with the figures) or *start a rollout* through the worker;
+* no rollout in progress: count the pairs that arrived since the last candidate; too few, or
+  the version served before the last promotion still dual-written (the worker would refuse a
+  rollout) -> *skipped*. Otherwise train a candidate on them (held-out pairs left out), compare
+  it with the serving version on the labelled holdout and the held-out clicks (both in fp32,
+  from the same images), and either *refuse* it (with the figures) or *start a rollout* through
+  the worker;
 * a rollout this loop started: wait for the backfill (*backfilling*), then promote through the
   worker's gate, which evaluates both versions on the holdout again and refuses a candidate that
   is worse there (*promoted*, or *refused* and the rollout aborted); with approval required, it
@@ -21,7 +23,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from ..errors import ConfigurationError, RolloutError
 from ..evaluation import compare_on_folder
 from ..events import TrainingPair
 from ..settings import Settings
-from ..training import TrainConfig, fp32_encoder, train_candidate
+from ..training import TrainConfig, fp32_encoder, train_candidate, warm_start
 from .decisions import Decision, DecisionLog
 from .judge import refusals
 from .worker_rollout import WorkerRollout, record_in_state, serving_record
@@ -58,6 +60,7 @@ class LearnPolicy:
     views: int
     click_groups: float
     keep_base: float
+    continue_serving: bool
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LearnPolicy:
@@ -74,6 +77,7 @@ class LearnPolicy:
             "views": settings.learn_views,
             "click_groups": settings.learn_click_groups,
             "keep_base": settings.learn_keep_base,
+            "continue_serving": settings.learn_continue,
         } | {k: v for k, v in overrides.items() if v is not None}
         if values["holdout_dir"] is None:
             raise ConfigurationError(
@@ -200,6 +204,16 @@ class LearnCycle:
                 details={"pairs_total": len(pairs), "new_pairs": new},
                 collapse=True,
             )
+        if status.get("previous"):
+            # The worker refuses a rollout while it is: say so before minutes of training.
+            return self.decisions.record(
+                "skipped",
+                f"{new} new pairs, but {status['previous']} (the version served before the "
+                "last promotion) is still dual-written: `lookalike rollout retire` it (or "
+                "`rollout anchor` to keep it on each page) so the next candidate can roll out",
+                details={"pairs_total": len(pairs), "new_pairs": new},
+                collapse=True,
+            )
         serving = serving_record(status)
         reference = fp32_encoder(self.settings, serving["encoder"])
         trained = self._train(pairs, serving, reference)
@@ -213,9 +227,12 @@ class LearnCycle:
         self, pairs: list[TrainingPair], serving: dict[str, Any], reference: Encoder
     ) -> Decision:
         # A fine-tuned serving version trains its successor from the same base encoder.
-        base = getattr(getattr(reference, "base", None), "name", None) or serving["encoder"]
+        base_encoder = getattr(reference, "base", None)
+        base = base_encoder.name if base_encoder is not None else serving["encoder"]
         out = self.settings.learn_path / "candidates" / time.strftime("%Y%m%dT%H%M%S")
         config = self.policy.train_config()
+        if self.policy.continue_serving and base_encoder is not None:
+            config = self._continued(config, serving, base_encoder)
         started = time.monotonic()
         summary = train_candidate(
             self.settings,
@@ -233,10 +250,23 @@ class LearnCycle:
             "trained",
             f"{summary['trained']} of {base} on {summary['train_pairs']} pairs, "
             f"{summary['epochs']} epochs in {seconds:.0f} s"
+            + (f", continuing {serving['version']}" if config.init_from else "")
             + (f", the base mixed in at {self.policy.keep_base}" if self.policy.keep_base else ""),
             summary["version"],
             summary | {"pairs_total": len(pairs), "seconds": seconds},
         )
+
+    @staticmethod
+    def _continued(config: TrainConfig, serving: dict[str, Any], base: Encoder) -> TrainConfig:
+        """``config`` starting from the serving checkpoint, when it can continue it (the same
+        trained blocks and head); otherwise from the base, with the reason logged."""
+        continued = replace(config, init_from=serving["encoder"])
+        try:
+            warm_start(continued, base)
+        except ConfigurationError as exc:
+            log.warning("training the candidate from the base, not the serving model: %s", exc)
+            return config
+        return continued
 
     def _judge(self, trained: Decision, reference: Encoder, status: dict[str, Any]) -> Decision:
         encoders = {

@@ -9,7 +9,13 @@ from .pair_data import (
     pairs_digest,
     split_pairs,
 )
-from .run import compare_on_held_out_clicks, fp32_encoder, train_candidate, train_from_pairs
+from .run import (
+    compare_on_held_out_clicks,
+    fp32_encoder,
+    train_candidate,
+    train_from_pairs,
+    warm_start,
+)
 
 __all__ = [
     "ApiVectors",
@@ -27,4 +33,5 @@ __all__ = [
     "split_pairs",
     "train_candidate",
     "train_from_pairs",
+    "warm_start",
 ]
