@@ -205,7 +205,8 @@ class LearnCycle:
                 collapse=True,
             )
         if status.get("previous"):
-            # The worker refuses a rollout while it is: say so before minutes of training.
+            # The worker refuses a rollout while the previous version is written: say so now,
+            # not after minutes of training.
             return self.decisions.record(
                 "skipped",
                 f"{new} new pairs, but {status['previous']} (the version served before the "
