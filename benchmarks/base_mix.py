@@ -53,10 +53,9 @@ def cross_validated(
     """Anchor slots chosen on one half of the queries (the fewest that reach the base's
     Recall@10 there; the most tried if none does), scored on the other half, and both ways."""
     queries = len(base["map"])
-    first = np.random.default_rng(0).permutation(queries)[: queries // 2]
-    halves = [first, np.setdiff1d(np.arange(queries), first)]
+    one, other = halves(queries)
     chosen, scored = [], {name: np.zeros(queries) for name in ("map", "recall_at_10")}
-    for choose_on, score_on in ((halves[0], halves[1]), (halves[1], halves[0])):
+    for choose_on, score_on in ((one, other), (other, one)):
         needed = base["recall_at_10"][choose_on].mean()
         slots = next(
             (n for n in SLOTS if per_slots[n]["recall_at_10"][choose_on].mean() >= needed),
@@ -75,8 +74,10 @@ def cross_validated(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def holdout_command(doc: str) -> tuple[argparse.Namespace, list[Path], list[str]]:
+    """The command line these holdout benchmarks share (``--holdout``, ``--base``,
+    ``--threads``, checkpoints), parsed, and the holdout's image files and labels."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--holdout", type=Path, required=True)
     parser.add_argument("--base", default="efficientnet-lite0")
     parser.add_argument("--threads", type=int, default=1)
@@ -84,7 +85,17 @@ def main() -> None:
     args = parser.parse_args()
     configure_threads(args.threads)
     labelled = labelled_images(args.holdout)
-    files, labels = [f for f, _ in labelled], [c for _, c in labelled]
+    return args, [f for f, _ in labelled], [c for _, c in labelled]
+
+
+def halves(queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two random halves of the queries (seed 0), to choose on one and score on the other."""
+    first = np.random.default_rng(0).permutation(queries)[: queries // 2]
+    return first, np.setdiff1d(np.arange(queries), first)
+
+
+def main() -> None:
+    args, files, labels = holdout_command(__doc__)
     base = holdout_vectors(args.base, files)
     base_orders = leave_one_out_orders(base)
     base_found = ranking_metrics(base_orders, labels, labels)

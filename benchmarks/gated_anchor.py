@@ -12,15 +12,11 @@ the other. (README, "How much a rebuild moves": no gain, so not built.)
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
-from base_mix import holdout_vectors
+from base_mix import halves, holdout_command, holdout_vectors
 
-from lookalike.encoders import configure_threads
-from lookalike.evaluation import labelled_images
 from lookalike.evaluation.metrics import leave_one_out_orders, ranking_metrics
 from lookalike.search.blending import PAGE, blend_pages
 
@@ -54,21 +50,12 @@ def best(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--holdout", type=Path, required=True)
-    parser.add_argument("--base", default="efficientnet-lite0")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("checkpoints", nargs="+")
-    args = parser.parse_args()
-    configure_threads(args.threads)
-    labelled = labelled_images(args.holdout)
-    files, labels = [f for f, _ in labelled], [c for _, c in labelled]
+    args, files, labels = holdout_command(__doc__)
     queries = len(files)
     base = holdout_vectors(args.base, files)
     base_sims, base_orders = similarities(base), leave_one_out_orders(base)
     base_recall = ranking_metrics(base_orders, labels, labels)["recall_at_10"]
-    first = np.random.default_rng(0).permutation(queries)[: queries // 2]
-    halves = (first, np.setdiff1d(np.arange(queries), first))
+    one, other = halves(queries)
     for checkpoint in args.checkpoints:
         tuned = holdout_vectors(checkpoint, files)
         sims, orders = similarities(tuned), leave_one_out_orders(tuned)
@@ -104,7 +91,7 @@ def main() -> None:
             whole = best(variants, base_recall, keys, np.arange(queries))
             scored = {m: np.zeros(queries) for m in ("map", "recall_at_10")}
             chosen = []
-            for choose_on, score_on in (halves, halves[::-1]):
+            for choose_on, score_on in ((one, other), (other, one)):
                 pick = best(variants, base_recall, keys, choose_on) or max(
                     keys, key=lambda k: variants[k]["recall_at_10"][choose_on].mean()
                 )
