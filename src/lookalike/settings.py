@@ -425,6 +425,14 @@ class Settings(BaseSettings):
         "normalize(w x base + (1-w) x tuned), which keeps the base's Recall@10 (0: the tuned "
         "vector alone).",
     )
+    learn_interpolate_base: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="The base encoder's share of every trained weight in a candidate "
+        "(`train --interpolate-base`; weight-space ensembling, WiSE-FT): one model that keeps "
+        "more of the base's Recall@10 (0: the trained weights).",
+    )
     learn_interval: float = Field(
         default=3600.0,
         gt=0,

@@ -35,7 +35,7 @@ from lookalike.encoders import (
 )
 from lookalike.encoders.base import Encoder, autocast_dtype
 from lookalike.encoders.efficientnet_lite import lite_weights_path
-from lookalike.encoders.finetuned import ProjectionHead, save_checkpoint
+from lookalike.encoders.finetuned import ProjectionHead, blend_states, save_checkpoint
 from lookalike.errors import EncoderUnavailable
 
 LITE_VARIANTS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
@@ -428,6 +428,24 @@ def test_finetuned_keeping_the_base_mixes_in_the_untouched_base(
     # An encoder process gets a pickled copy: it must embed the same.
     copied = pickle.loads(pickle.dumps(mixed))
     np.testing.assert_allclose(copied.embed_images(imgs), vectors, atol=1e-5)
+
+
+def test_an_identity_head_serves_the_base_and_blending_pulls_towards_it(
+    lite0: Encoder, tmp_path: Path
+) -> None:
+    """The identity head on the untouched base ranks as the base does; a blend of states is
+    the weighted sum of each floating-point tensor, integer buffers kept from the first."""
+    identity = ProjectionHead.identity(1280)
+    path = save_checkpoint(tmp_path / "identity.pt", lite0, identity)
+    imgs = images(2)
+    np.testing.assert_allclose(
+        load_encoder(str(path), "cpu").embed_images(imgs), lite0.embed_images(imgs), atol=1e-5
+    )
+    tuned = {"w": torch.full((2, 2), 4.0), "steps": torch.tensor(7)}
+    start = {"w": torch.zeros(2, 2), "steps": torch.tensor(0)}
+    blended = blend_states([tuned, start], [0.75, 0.25])
+    torch.testing.assert_close(blended["w"], torch.full((2, 2), 3.0))
+    assert blended["steps"].item() == 7 and blended["w"].dtype == torch.float32
 
 
 def test_finetuned_keep_base_out_of_range(lite0: Encoder, tmp_path: Path) -> None:

@@ -185,6 +185,19 @@ def test_the_policy_mixes_the_base_in_as_set(
         Settings(data_dir=tmp_path)
 
 
+def test_the_policy_interpolates_towards_the_base_as_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "holdout").mkdir()
+    monkeypatch.setenv("LOOKALIKE_LEARN_INTERPOLATE_BASE", "0.2")
+    settings = Settings(data_dir=tmp_path, learn_holdout_dir=tmp_path / "holdout")
+    assert LearnPolicy.from_settings(settings).interpolate_base == 0.2
+    assert LearnPolicy.from_settings(settings, interpolate_base=0.0).interpolate_base == 0.0
+    monkeypatch.setenv("LOOKALIKE_LEARN_INTERPOLATE_BASE", "1")  # the base's weights alone
+    with pytest.raises(ValueError, match="learn_interpolate_base"):
+        Settings(data_dir=tmp_path)
+
+
 def test_the_policy_trains_with_its_batch_size_and_the_tail_only_when_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

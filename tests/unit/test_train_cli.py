@@ -128,6 +128,39 @@ def test_train_cli_writes_a_checkpoint_that_loads_as_an_encoder(
         [*args, "--out", str(tmp_path / "narrow"), "--dim", "16", "--keep-base", "0.5"],
     )
     assert narrow.exit_code == 1 and "--dim" in narrow.output
+    # --interpolate-base: the same run re-saved with a quarter of each trained weight taken
+    # from the base (the identity head and the base's own head convolution), without training.
+    trained_state = torch.load(kept_summary["model"], weights_only=True)
+    pulled_summary = trained(
+        "--out", str(tail_out), "--epochs", "2", "--tail", "--interpolate-base", "0.25"
+    )  # fmt: skip
+    assert pulled_summary["interpolate_base"] == 0.25
+    assert pulled_summary["final_loss"] == tail_summary["final_loss"]
+    pulled_state = torch.load(pulled_summary["model"], weights_only=True)
+    identity = torch.eye(base.dim)
+    torch.testing.assert_close(
+        pulled_state["head_state"]["net.weight"],
+        0.75 * trained_state["head_state"]["net.weight"] + 0.25 * identity,
+    )
+    split = load_encoder("efficientnet-lite0").trainable_tail(0)
+    assert split is not None
+    base_conv_state = split.tail.state_dict()
+    for name, value in pulled_state["tail_state"].items():
+        expected = (
+            0.75 * trained_state["tail_state"][name] + 0.25 * base_conv_state[name]
+            if value.is_floating_point()
+            else base_conv_state[name]
+        )
+        torch.testing.assert_close(value, expected)
+    pulled = load_encoder(pulled_summary["model"])
+    assert pulled.version not in (kept.version, tuned_tail.version, base.version)
+    pulled_vector = pulled.embed_images(image)
+    assert not np.allclose(pulled_vector, tuned_vector, atol=1e-3)
+    narrow_pull = CliRunner().invoke(
+        lookalike.cli.main,
+        [*args, "--out", str(tmp_path / "narrow"), "--dim", "16", "--interpolate-base", "0.5"],
+    )
+    assert narrow_pull.exit_code == 1 and "--dim" in narrow_pull.output
 
     # --tail-blocks 2: the two blocks before the last stage train too, and load back.
     deep_summary = trained(

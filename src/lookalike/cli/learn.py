@@ -73,6 +73,12 @@ def _show(decision: Any, as_json: bool) -> None:
     help="[env LOOKALIKE_LEARN_KEEP_BASE]",
 )
 @click.option(
+    "--interpolate-base",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="[env LOOKALIKE_LEARN_INTERPOLATE_BASE]",
+)
+@click.option(
     "--continue/--from-base",
     "continue_serving",
     default=None,
@@ -104,6 +110,7 @@ def learn_run(
     views: int | None,
     click_groups: float | None,
     keep_base: float | None,
+    interpolate_base: float | None,
     continue_serving: bool | None,
     require_approval: bool | None,
     wait: bool,
@@ -132,6 +139,7 @@ def learn_run(
             views=views,
             click_groups=click_groups,
             keep_base=keep_base,
+            interpolate_base=interpolate_base,
             continue_serving=continue_serving,
             require_approval=require_approval,
         )

@@ -176,6 +176,16 @@ def pairs_command(pairs_path: Path | None, data_dir: Path | None) -> None:
     "--dim). Re-running a finished --out with another weight re-saves it without training.",
 )
 @click.option(
+    "--interpolate-base",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="The base's share of every trained weight in the saved model, the rest the trained "
+    "weights' (weight-space ensembling, WiSE-FT): one model that keeps more of the base's "
+    "recall (README: 0.2-0.3 measured best; 0: the trained weights; not with --dim or --hidden). "
+    "Re-running a finished --out with another share re-saves it without training.",
+)
+@click.option(
     "--init",
     "init_from",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -207,6 +217,7 @@ def train_command(
     views: int,
     click_groups: float,
     keep_base: float,
+    interpolate_base: float,
     init_from: Path | None,
     seed: int,
     restart: bool,
@@ -244,6 +255,7 @@ def train_command(
             out_dir,
             config,
             keep_base=keep_base,
+            interpolate_base=interpolate_base,
             restart=restart,
             progress=show_progress(),
         )

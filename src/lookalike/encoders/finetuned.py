@@ -16,7 +16,7 @@ head is never applied to a base it was not trained on.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,38 @@ class ProjectionHead(nn.Module):
         else:
             self.net = nn.Linear(in_dim, out_dim)
 
+    @classmethod
+    def identity(cls, dim: int) -> ProjectionHead:
+        """A linear head that leaves the base's ranking as it is: where training starts when
+        the head is as wide as the base, and where ``blend_states`` pulls a tuned one back to."""
+        head = cls(dim, dim)
+        with torch.no_grad():
+            head.net.weight.copy_(torch.eye(dim))
+            head.net.bias.zero_()
+        return head
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(nn.functional.normalize(features, dim=1))
+
+
+def blend_states(
+    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> dict[str, torch.Tensor]:
+    """``sum(w * state)`` weight by weight, for states of one layout (the same names and
+    shapes): several fine-tuned runs averaged (a "model soup"), or a tuned model pulled back
+    towards the base it started from (weight-space ensembling, WiSE-FT). Integer buffers
+    (BatchNorm's step counters) are kept from the first state."""
+    first = states[0]
+    return {
+        name: (
+            sum(w * state[name].double() for state, w in zip(states, weights, strict=True)).to(
+                tensor.dtype
+            )
+            if tensor.is_floating_point()
+            else tensor
+        )
+        for name, tensor in first.items()
+    }
 
 
 def save_checkpoint(
@@ -81,6 +111,28 @@ def save_checkpoint(
     )
     tmp.replace(path)  # atomic: a crash never leaves a half-written model behind
     return path
+
+
+def towards_base(
+    head_state: Mapping[str, torch.Tensor],
+    tail_state: Mapping[str, torch.Tensor] | None,
+    base: Encoder,
+    tail_blocks: int,
+    share: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """A fine-tuned head and tail (as wide as the base, the head linear) with ``share`` of every
+    weight taken back from where training started on the base: the identity head and the base's
+    own blocks (weight-space ensembling with the base, WiSE-FT). ``base``'s modules must be
+    untouched (not a loaded checkpoint's)."""
+    weights = (1 - share, share)
+    identity = ProjectionHead.identity(int(head_state["net.weight"].shape[1]))
+    head = blend_states([head_state, identity.state_dict()], weights)
+    if tail_state is None:
+        return head, None
+    split = base.trainable_tail(tail_blocks)
+    if split is None:
+        raise EncoderUnavailable(f"{base.name} has no trainable tail to interpolate")
+    return head, blend_states([tail_state, split.tail.state_dict()], weights)
 
 
 def check_keep_base(weight: float) -> None:

@@ -60,6 +60,7 @@ class LearnPolicy:
     views: int
     click_groups: float
     keep_base: float
+    interpolate_base: float
     continue_serving: bool
 
     @classmethod
@@ -77,6 +78,7 @@ class LearnPolicy:
             "views": settings.learn_views,
             "click_groups": settings.learn_click_groups,
             "keep_base": settings.learn_keep_base,
+            "interpolate_base": settings.learn_interpolate_base,
             "continue_serving": settings.learn_continue,
         } | {k: v for k, v in overrides.items() if v is not None}
         if values["holdout_dir"] is None:
@@ -244,6 +246,7 @@ class LearnCycle:
             indexed_version=serving["version"],
             reference=("serving", reference),
             keep_base=self.policy.keep_base,
+            interpolate_base=self.policy.interpolate_base,
             progress=self.progress,
         )
         seconds = round(time.monotonic() - started, 1)
@@ -252,7 +255,12 @@ class LearnCycle:
             f"{summary['trained']} of {base} on {summary['train_pairs']} pairs, "
             f"{summary['epochs']} epochs in {seconds:.0f} s"
             + (f", continuing {serving['version']}" if config.init_from else "")
-            + (f", the base mixed in at {self.policy.keep_base}" if self.policy.keep_base else ""),
+            + (f", the base mixed in at {self.policy.keep_base}" if self.policy.keep_base else "")
+            + (
+                f", {self.policy.interpolate_base} of each weight the base's"
+                if self.policy.interpolate_base
+                else ""
+            ),
             summary["version"],
             summary | {"pairs_total": len(pairs), "seconds": seconds},
         )

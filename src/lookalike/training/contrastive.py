@@ -192,11 +192,11 @@ class Trainer:
         self.tail = tail
         first = data.rows(torch.zeros(1, dtype=torch.long))
         in_dim = int(tail(first).shape[1]) if tail else int(data.vectors.shape[1])
-        self.head = ProjectionHead(in_dim, config.out_dim or in_dim, config.hidden_dim)
-        if config.out_dim is None and config.hidden_dim is None:
-            with torch.no_grad():
-                self.head.net.weight.copy_(torch.eye(in_dim))
-                self.head.net.bias.zero_()
+        self.head = (
+            ProjectionHead.identity(in_dim)
+            if config.out_dim is None and config.hidden_dim is None
+            else ProjectionHead(in_dim, config.out_dim or in_dim, config.hidden_dim)
+        )
         if start is not None:
             self._start_from(start)
         params: list[dict] = [{"params": self.head.parameters(), "lr": config.learning_rate}]

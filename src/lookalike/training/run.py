@@ -14,7 +14,12 @@ from tqdm import tqdm
 from ..clicks import read_pairs
 from ..encoders import Encoder, encoder_from_settings, model_version_id
 from ..encoders.base import TrainableTail, file_digest
-from ..encoders.finetuned import check_keep_base, read_checkpoint, save_checkpoint
+from ..encoders.finetuned import (
+    check_keep_base,
+    read_checkpoint,
+    save_checkpoint,
+    towards_base,
+)
 from ..errors import ConfigurationError, EncoderUnavailable
 from ..evaluation import click_scores, compare_scores, resolvable
 from ..events import TrainingPair
@@ -117,6 +122,7 @@ def train_from_pairs(
     config: TrainConfig,
     *,
     keep_base: float = 0.0,
+    interpolate_base: float = 0.0,
     restart: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -130,9 +136,23 @@ def train_from_pairs(
         out_dir,
         config,
         keep_base=keep_base,
+        interpolate_base=interpolate_base,
         restart=restart,
         progress=progress,
     )
+
+
+def check_interpolation(share: float, config: TrainConfig) -> None:
+    """``share``: the base's share of every trained weight in the saved model (WiSE-FT)."""
+    if not 0.0 <= share < 1.0:
+        raise ConfigurationError(
+            f"the base's share of the weights must be in [0, 1) (0: the tuned weights), not {share}"
+        )
+    if share and (config.out_dim is not None or config.hidden_dim is not None):
+        raise ConfigurationError(
+            "interpolating towards the base needs the head that starts as the base's own "
+            "ranking (the identity): leave out --dim and --hidden"
+        )
 
 
 def warm_start(config: TrainConfig, base: Encoder) -> dict[str, Any] | None:
@@ -183,6 +203,7 @@ def train_candidate(
     indexed_version: str | None = None,
     reference: tuple[str, Encoder] | None = None,
     keep_base: float = 0.0,
+    interpolate_base: float = 0.0,
     restart: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -191,8 +212,13 @@ def train_candidate(
     base) on the held-out pairs, both in fp32 from the same images. ``indexed_version``: the
     indexed version whose records name the images' sources (default: the base's).
     ``keep_base``: the base's weight in the saved encoder's vector (a serving choice, not a
-    training one: a finished run re-saved with another weight does not retrain)."""
+    training one: a finished run re-saved with another weight does not retrain).
+    ``interpolate_base``: the base's share of every trained weight in the saved model, the rest
+    the trained weights' (weight-space ensembling with the base, WiSE-FT: it keeps more of the
+    base's recall than the tuned weights do, at one model's cost); also a saving choice. The
+    base is the pretrained encoder, also for a run that started from ``config.init_from``."""
     check_keep_base(keep_base)
+    check_interpolation(interpolate_base, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_pairs, held_out = split_pairs(pairs, config.holdout_fraction)
     if not train_pairs:
@@ -227,8 +253,12 @@ def train_candidate(
     elif trainer.resume():
         log.info("resuming from epoch %d of %d", trainer.epoch, config.epochs)
     _train(trainer, config, progress)
-    summary = trainer.summary() | {"base_version": base.version, "keep_base": keep_base}
-    model_path, version = _save(out_dir, base, trainer, summary, keep_base)
+    summary = trainer.summary() | {
+        "base_version": base.version,
+        "keep_base": keep_base,
+        "interpolate_base": interpolate_base,
+    }
+    model_path, version = _save(out_dir, base, trainer, summary, keep_base, interpolate_base)
     name, other = reference or ("base", base)
     candidate = fp32_encoder(settings, str(model_path))
     clicks = compare_on_held_out_clicks(
@@ -246,15 +276,28 @@ def train_candidate(
 
 
 def _save(
-    out_dir: Path, base: Encoder, trainer: Trainer, summary: dict[str, Any], keep_base: float
+    out_dir: Path,
+    base: Encoder,
+    trainer: Trainer,
+    summary: dict[str, Any],
+    keep_base: float,
+    interpolate_base: float,
 ) -> tuple[Path, str]:
     """The checkpoint (an encoder) and its version id."""
+    head = trainer.head
+    tail_state = trainer.tail.state_dict() if trainer.tail is not None else None
+    if interpolate_base:
+        head = copy.deepcopy(head)
+        head_state, tail_state = towards_base(
+            head.state_dict(), tail_state, base, trainer.config.tail_blocks, interpolate_base
+        )
+        head.load_state_dict(head_state)
     model_path = save_checkpoint(
         out_dir / MODEL_FILE,
         base,
-        trainer.head,
+        head,
         metadata=summary,
-        tail_state=trainer.tail.state_dict() if trainer.tail is not None else None,
+        tail_state=tail_state,
         tail_blocks=trainer.config.tail_blocks,
         keep_base=keep_base,
     )
