@@ -216,7 +216,8 @@ def test_with_continue_the_next_candidate_starts_from_the_serving_model(
 ) -> None:
     """Once the version served before is retired, and with LOOKALIKE_LEARN_CONTINUE, the next
     candidate starts from the fine-tuned checkpoint the loop promoted above (its head), not
-    from the base, and the decision log says so."""
+    from the base, and the decision log says so (and that it was pulled back towards the base,
+    with LOOKALIKE_LEARN_INTERPOLATE_BASE)."""
     worker, root, env = loop_stack
     rollout = httpx.get(f"{worker.url}/rollout/status", timeout=60).json()
     serving = next(r for r in rollout["versions"] if r["state"] == "serving")
@@ -229,8 +230,12 @@ def test_with_continue_the_next_candidate_starts_from_the_serving_model(
     assert "still dual-written: `lookalike rollout retire`" in waiting[0]["reason"]
     lookalike(env, "rollout", "retire", "--port", str(worker.port))
 
-    decisions = learn(worker, env | {"LOOKALIKE_LEARN_CONTINUE": "true"}, "--margin", "0")
+    continued = {"LOOKALIKE_LEARN_CONTINUE": "true", "LOOKALIKE_LEARN_INTERPOLATE_BASE": "0.2"}
+    decisions = learn(worker, env | continued, "--margin", "0")
     assert [d["kind"] for d in decisions] in (["rollout_started"], ["refused"]), decisions
     trained = next(d for d in status(worker, env) if d["kind"] == "trained")
     assert trained["details"]["config"]["init_from"] == serving["encoder"]
     assert f"continuing {serving['version']}" in trained["reason"]
+    # Saved with a fifth of each weight taken back from the base (its identity head).
+    assert trained["details"]["interpolate_base"] == 0.2
+    assert "0.2 of each weight the base's" in trained["reason"]

@@ -172,29 +172,20 @@ def test_the_policy_needs_a_holdout_and_runs_one_cycle_at_a_time(tmp_path: Path)
             pass
 
 
-def test_the_policy_mixes_the_base_in_as_set(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("field", ["keep_base", "interpolate_base"])
+def test_the_policy_takes_the_base_back_as_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str
 ) -> None:
+    """The base's weight in the vector and its share of the weights, from the environment,
+    overridden per run (`learn run --keep-base 0`), and never 1 (nothing learned)."""
     (tmp_path / "holdout").mkdir()
-    monkeypatch.setenv("LOOKALIKE_LEARN_KEEP_BASE", "0.7")
+    variable = f"LOOKALIKE_LEARN_{field.upper()}"
+    monkeypatch.setenv(variable, "0.7")
     settings = Settings(data_dir=tmp_path, learn_holdout_dir=tmp_path / "holdout")
-    assert LearnPolicy.from_settings(settings).keep_base == 0.7
-    assert LearnPolicy.from_settings(settings, keep_base=0.0).keep_base == 0.0  # --keep-base 0
-    monkeypatch.setenv("LOOKALIKE_LEARN_KEEP_BASE", "1")  # the base alone: nothing learned
-    with pytest.raises(ValueError, match="learn_keep_base"):
-        Settings(data_dir=tmp_path)
-
-
-def test_the_policy_interpolates_towards_the_base_as_set(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "holdout").mkdir()
-    monkeypatch.setenv("LOOKALIKE_LEARN_INTERPOLATE_BASE", "0.2")
-    settings = Settings(data_dir=tmp_path, learn_holdout_dir=tmp_path / "holdout")
-    assert LearnPolicy.from_settings(settings).interpolate_base == 0.2
-    assert LearnPolicy.from_settings(settings, interpolate_base=0.0).interpolate_base == 0.0
-    monkeypatch.setenv("LOOKALIKE_LEARN_INTERPOLATE_BASE", "1")  # the base's weights alone
-    with pytest.raises(ValueError, match="learn_interpolate_base"):
+    assert getattr(LearnPolicy.from_settings(settings), field) == 0.7
+    assert getattr(LearnPolicy.from_settings(settings, **{field: 0.0}), field) == 0.0
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(ValueError, match=f"learn_{field}"):
         Settings(data_dir=tmp_path)
 
 
