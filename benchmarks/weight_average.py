@@ -51,13 +51,16 @@ def main() -> None:
         base = load_encoder(averaged["base_encoder"], precision="fp32")
         if base.version != averaged["base_version"]:
             raise SystemExit(f"the installed base is {base.version}, not the checkpoints' base")
-        averaged["head_state"], averaged["tail_state"] = towards_base(
-            averaged["head_state"],
-            averaged["tail_state"],
-            base,
-            averaged["tail_blocks"],
-            args.towards_base,
-        )
+        try:
+            averaged["head_state"], averaged["tail_state"] = towards_base(
+                averaged["head_state"],
+                averaged["tail_state"],
+                base,
+                averaged["tail_blocks"],
+                args.towards_base,
+            )
+        except ValueError as exc:
+            raise SystemExit(f"{exc}: trained with --dim or --hidden, not interpolated") from None
     averaged["metadata"] = dict(
         loaded[0]["metadata"],
         averaged=[str(p) for p in args.checkpoints],

@@ -35,7 +35,12 @@ from lookalike.encoders import (
 )
 from lookalike.encoders.base import Encoder, autocast_dtype
 from lookalike.encoders.efficientnet_lite import lite_weights_path
-from lookalike.encoders.finetuned import ProjectionHead, blend_states, save_checkpoint
+from lookalike.encoders.finetuned import (
+    ProjectionHead,
+    blend_states,
+    save_checkpoint,
+    towards_base,
+)
 from lookalike.errors import EncoderUnavailable
 
 LITE_VARIANTS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
@@ -446,6 +451,8 @@ def test_an_identity_head_serves_the_base_and_blending_pulls_towards_it(
     blended = blend_states([tuned, start], [0.75, 0.25])
     torch.testing.assert_close(blended["w"], torch.full((2, 2), 3.0))
     assert blended["steps"].item() == 7 and blended["w"].dtype == torch.float32
+    with pytest.raises(ValueError, match="as wide as the base"):  # a 64-wide head: no identity
+        towards_base(seeded_head(11).state_dict(), None, lite0, 0, 0.2)
 
 
 def test_finetuned_keep_base_out_of_range(lite0: Encoder, tmp_path: Path) -> None:

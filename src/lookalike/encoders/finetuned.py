@@ -124,8 +124,11 @@ def towards_base(
     weight taken back from where training started on the base: the identity head and the base's
     own blocks (weight-space ensembling with the base, WiSE-FT). ``base``'s modules must be
     untouched (not a loaded checkpoint's)."""
+    weight = head_state.get("net.weight")
+    if weight is None or weight.shape[0] != weight.shape[1]:
+        raise ValueError("only a linear head as wide as the base starts as the identity")
     weights = (1 - share, share)
-    identity = ProjectionHead.identity(int(head_state["net.weight"].shape[1]))
+    identity = ProjectionHead.identity(int(weight.shape[1]))
     head = blend_states([head_state, identity.state_dict()], weights)
     if tail_state is None:
         return head, None
